@@ -1,0 +1,386 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Cython binding of the C engine (csrc/tk_engine.h).
+
+Thin on purpose: it converts arguments, releases the GIL around every forward pass and decode
+loop, and turns C error lines into EngineError. Policy (defaults, tokenizer, chat) lives in
+flight/engine/engine.py.
+"""
+from libc.stdint cimport int64_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+
+import numpy as np
+
+
+cdef extern from "tk_engine.h" nogil:
+    int TK_OK
+    int TK_ERR_LEN
+
+    ctypedef struct tk_gguf_kv:
+        uint64_t arr_n
+        unsigned int type
+        unsigned int arr_type
+
+    ctypedef struct tk_gguf:
+        pass
+
+    ctypedef struct tk_config:
+        int n_layers, dim, ffn_dim, n_heads, n_kv_heads, head_dim, kv_dim, rope_dim
+        int vocab, train_ctx
+        float rope_base, norm_eps
+
+    ctypedef struct tk_model:
+        pass
+
+    ctypedef struct tk_load_params:
+        int n_ctx, n_slots, n_threads, simd
+
+    ctypedef struct tk_sample_params:
+        float temperature
+        int top_k
+        float top_p
+        uint64_t seed
+
+    ctypedef struct tk_gen_stats:
+        int n_prompt, n_reused, n_generated, stop_reason
+        double prefill_s, decode_s, first_token_s
+
+    ctypedef struct tk_decoder:
+        pass
+
+    ctypedef int (*tk_token_cb)(int token, void *user)
+
+    const tk_gguf_kv *tk_gguf_find(const tk_gguf *g, const char *key)
+    int tk_gguf_get_i64(const tk_gguf *g, const char *key, int64_t *out)
+    int tk_gguf_get_f64(const tk_gguf *g, const char *key, double *out)
+    int tk_gguf_get_str(const tk_gguf *g, const char *key, const char **s, uint64_t *n)
+    int tk_gguf_arr_str(const tk_gguf_kv *kv, uint64_t i, const char **s, uint64_t *n)
+    int tk_gguf_arr_i64(const tk_gguf_kv *kv, uint64_t i, int64_t *out)
+
+    const char *tk_simd_name(int simd)
+    int tk_model_load(tk_model **out, const char *path, const tk_load_params *p, char *err)
+    void tk_model_free(tk_model *m)
+    const tk_config *tk_model_config(const tk_model *m)
+    const tk_gguf *tk_model_gguf(const tk_model *m)
+    int tk_model_simd(const tk_model *m)
+    int tk_model_threads(const tk_model *m)
+    int tk_model_n_ctx(const tk_model *m)
+    int tk_model_n_slots(const tk_model *m)
+    size_t tk_model_alloc_bytes(const tk_model *m)
+    size_t tk_model_weight_bytes(const tk_model *m)
+
+    int tk_decoder_new(tk_decoder **out, tk_model *m, char *err)
+    void tk_decoder_free(tk_decoder *d)
+    const char *tk_decoder_error(const tk_decoder *d)
+    int tk_decoder_prefill(tk_decoder *d, int slot, const int *ids, int n, const float **logits)
+    int tk_decoder_generate(tk_decoder *d, int slot, const int *prompt, int n_prompt, int max_new,
+                            const tk_sample_params *sp, const int *eos_ids, int n_eos,
+                            tk_token_cb cb, void *user, int *stop_flag, int *out,
+                            tk_gen_stats *stats)
+    int tk_batch_join(tk_decoder *d, const int *prompt, int n_prompt, int max_new,
+                      const tk_sample_params *sp, const int *eos_ids, int n_eos, int *slot_out)
+    int tk_batch_step(tk_decoder *d, int *tokens, int *slots, int *stops, int *n_out)
+    int tk_batch_leave(tk_decoder *d, int slot)
+    int tk_batch_active(const tk_decoder *d)
+
+
+class EngineError(ValueError):
+    """A one-line description of why the engine refused a model, an argument or a request."""
+
+
+SIMD_NAMES = {"auto": 0, "scalar": 1, "avx2": 2, "neon": 3}
+STOP_REASONS = {0: "none", 1: "eos", 2: "limit", 3: "request", 4: "context"}
+GV_STRING = 8
+GV_ARRAY = 9
+
+
+cdef class _IntBuf:
+    """A malloc'd int array converted from a Python sequence; freed with the object."""
+    cdef int *p
+    cdef int n
+
+    def __cinit__(self, values, int min_len=0):
+        cdef Py_ssize_t i
+        self.n = len(values)
+        self.p = <int *>malloc(max(self.n, min_len, 1) * sizeof(int))
+        if self.p == NULL:
+            raise MemoryError()
+        for i in range(self.n):
+            v = values[i]
+            if not isinstance(v, int) and not hasattr(v, "__index__"):
+                raise EngineError(f"token ids must be integers, got {type(v).__name__}")
+            iv = int(v)
+            if iv < -(2**31) or iv >= 2**31:
+                raise EngineError(f"token id {iv} is outside the vocabulary")
+            self.p[i] = iv
+
+    def __dealloc__(self):
+        free(self.p)
+
+
+cdef class _Callback:
+    cdef object fn
+    cdef object error
+
+
+cdef int _on_token(int token, void *user) noexcept with gil:
+    cdef _Callback cb = <_Callback>user
+    try:
+        return 1 if cb.fn(token) is False else 0
+    except BaseException as e:  # stop at this token and re-raise in the caller's frame
+        cb.error = e
+        return 1
+
+
+cdef tk_sample_params _sample_params(double temperature, int top_k, double top_p, seed):
+    cdef tk_sample_params sp
+    sp.temperature = temperature
+    sp.top_k = top_k
+    sp.top_p = top_p
+    sp.seed = <uint64_t>(int(seed) & 0xFFFFFFFFFFFFFFFF)
+    return sp
+
+
+cdef class CModel:
+    """One loaded model with its decoder: the owner of every C resource."""
+    cdef tk_model *m
+    cdef tk_decoder *d
+    cdef int stop_flag
+    cdef bint busy
+
+    def __cinit__(self, str path, int threads, int n_ctx, int n_slots, str simd):
+        cdef char err[256]
+        cdef tk_load_params p
+        cdef bytes bpath = path.encode()
+        cdef const char *cpath = bpath
+        cdef int rc
+        if simd not in SIMD_NAMES:
+            raise EngineError(f"unknown SIMD path '{simd}': choose one of {', '.join(SIMD_NAMES)}")
+        p.n_ctx = n_ctx
+        p.n_slots = n_slots
+        p.n_threads = threads
+        p.simd = SIMD_NAMES[simd]
+        err[0] = 0
+        with nogil:
+            rc = tk_model_load(&self.m, cpath, &p, err)
+        if rc != TK_OK:
+            raise EngineError(err.decode("utf-8", "replace"))
+        if tk_decoder_new(&self.d, self.m, err) != TK_OK:
+            tk_model_free(self.m)
+            self.m = NULL
+            raise EngineError(err.decode("utf-8", "replace"))
+
+    def __dealloc__(self):
+        self.close()
+
+    def close(self):
+        if self.d != NULL:
+            tk_decoder_free(self.d)
+            self.d = NULL
+        if self.m != NULL:
+            tk_model_free(self.m)
+            self.m = NULL
+
+    cdef void _check(self) except *:
+        if self.m == NULL:
+            raise EngineError("the engine is closed")
+        if self.busy:
+            raise EngineError("the engine is busy with another call")
+
+    cdef _fail(self):
+        return EngineError(tk_decoder_error(self.d).decode("utf-8", "replace"))
+
+    # -- model facts ----------------------------------------------------------------------------
+
+    @property
+    def config(self):
+        self._check()
+        cdef const tk_config *c = tk_model_config(self.m)
+        return dict(n_layers=c.n_layers, dim=c.dim, ffn_dim=c.ffn_dim, n_heads=c.n_heads,
+                    n_kv_heads=c.n_kv_heads, head_dim=c.head_dim, kv_dim=c.kv_dim,
+                    rope_dim=c.rope_dim, vocab=c.vocab, train_ctx=c.train_ctx,
+                    rope_base=c.rope_base, norm_eps=c.norm_eps)
+
+    @property
+    def simd(self):
+        self._check()
+        return tk_simd_name(tk_model_simd(self.m)).decode()
+
+    @property
+    def threads(self):
+        self._check()
+        return tk_model_threads(self.m)
+
+    @property
+    def n_ctx(self):
+        self._check()
+        return tk_model_n_ctx(self.m)
+
+    @property
+    def n_slots(self):
+        self._check()
+        return tk_model_n_slots(self.m)
+
+    @property
+    def alloc_bytes(self):
+        self._check()
+        return tk_model_alloc_bytes(self.m)
+
+    @property
+    def weight_bytes(self):
+        self._check()
+        return tk_model_weight_bytes(self.m)
+
+    # -- metadata -------------------------------------------------------------------------------
+
+    def meta_str(self, str key):
+        self._check()
+        cdef const char *s
+        cdef uint64_t n
+        if tk_gguf_get_str(tk_model_gguf(self.m), key.encode(), &s, &n) != TK_OK:
+            return None
+        return s[:n].decode("utf-8", "replace")
+
+    def meta_int(self, str key):
+        self._check()
+        cdef int64_t v
+        if tk_gguf_get_i64(tk_model_gguf(self.m), key.encode(), &v) != TK_OK:
+            return None
+        return v
+
+    def meta_float(self, str key):
+        self._check()
+        cdef double v
+        if tk_gguf_get_f64(tk_model_gguf(self.m), key.encode(), &v) != TK_OK:
+            return None
+        return v
+
+    def meta_array(self, str key):
+        """A metadata array as a list of str or int, or None when absent."""
+        self._check()
+        cdef const tk_gguf_kv *kv = tk_gguf_find(tk_model_gguf(self.m), key.encode())
+        cdef uint64_t i, n
+        cdef const char *s
+        cdef int64_t v
+        if kv == NULL or kv.type != GV_ARRAY:
+            return None
+        out = []
+        if kv.arr_type == GV_STRING:
+            for i in range(kv.arr_n):
+                tk_gguf_arr_str(kv, i, &s, &n)
+                out.append(s[:n].decode("utf-8", "replace"))
+        else:
+            for i in range(kv.arr_n):
+                if tk_gguf_arr_i64(kv, i, &v) != TK_OK:
+                    raise EngineError(f"metadata {key} is not an array of integers or strings")
+                out.append(v)
+        return out
+
+    # -- inference ------------------------------------------------------------------------------
+
+    def prefill_logits(self, ids, int slot=0):
+        """Evaluate ids on slot (reusing its cached prefix); float32 logits of the last one."""
+        self._check()
+        cdef _IntBuf buf = _IntBuf(ids)
+        cdef const float *logits
+        cdef int rc, vocab = tk_model_config(self.m).vocab
+        self.busy = True
+        try:
+            with nogil:
+                rc = tk_decoder_prefill(self.d, slot, buf.p, buf.n, &logits)
+        finally:
+            self.busy = False
+        if rc != TK_OK:
+            raise self._fail()
+        out = np.empty(vocab, dtype=np.float32)
+        cdef float[::1] view = out
+        memcpy(&view[0], logits, vocab * sizeof(float))
+        return out
+
+    def generate(self, ids, int max_new, double temperature, int top_k, double top_p, seed,
+                 eos_ids, on_token=None, int slot=0):
+        """Run the C decode loop; returns (generated ids, stats dict)."""
+        self._check()
+        if max_new < 1:
+            raise EngineError(f"max tokens must be at least 1, got {max_new}")
+        cdef _IntBuf prompt = _IntBuf(ids)
+        cdef _IntBuf eos = _IntBuf(eos_ids)
+        cdef _IntBuf out = _IntBuf([], max_new)
+        cdef tk_sample_params sp = _sample_params(temperature, top_k, top_p, seed)
+        cdef tk_gen_stats st
+        cdef _Callback cb = _Callback()
+        cdef tk_token_cb cfn = NULL
+        cdef void *user = NULL
+        cdef int rc
+        if on_token is not None:
+            cb.fn = on_token
+            cfn = _on_token
+            user = <void *>cb
+        self.stop_flag = 0
+        self.busy = True
+        try:
+            with nogil:
+                rc = tk_decoder_generate(self.d, slot, prompt.p, prompt.n, max_new, &sp, eos.p,
+                                         eos.n, cfn, user, &self.stop_flag, out.p, &st)
+        finally:
+            self.busy = False
+        if cb.error is not None:
+            raise cb.error
+        if rc != TK_OK:
+            raise self._fail()
+        tokens = [out.p[i] for i in range(st.n_generated)]
+        stats = dict(n_prompt=st.n_prompt, n_reused=st.n_reused, n_generated=st.n_generated,
+                     stop_reason=STOP_REASONS.get(st.stop_reason, "none"),
+                     prefill_s=st.prefill_s, decode_s=st.decode_s, first_token_s=st.first_token_s)
+        return tokens, stats
+
+    def request_stop(self):
+        """Ask a running generate() to stop at the next token boundary (any thread)."""
+        self.stop_flag = 1
+
+    # -- batched decoding -----------------------------------------------------------------------
+
+    def batch_join(self, ids, int max_new, double temperature, int top_k, double top_p, seed,
+                   eos_ids):
+        self._check()
+        cdef _IntBuf prompt = _IntBuf(ids)
+        cdef _IntBuf eos = _IntBuf(eos_ids)
+        cdef tk_sample_params sp = _sample_params(temperature, top_k, top_p, seed)
+        cdef int rc, slot = -1
+        self.busy = True
+        try:
+            with nogil:
+                rc = tk_batch_join(self.d, prompt.p, prompt.n, max_new, &sp, eos.p, eos.n, &slot)
+        finally:
+            self.busy = False
+        if rc != TK_OK:
+            raise self._fail()
+        return slot
+
+    def batch_step(self):
+        """One forward over all active sequences: a list of (slot, token, stop reason)."""
+        self._check()
+        cdef int n_slots = tk_model_n_slots(self.m)
+        cdef _IntBuf toks = _IntBuf([], n_slots)
+        cdef _IntBuf slots = _IntBuf([], n_slots)
+        cdef _IntBuf stops = _IntBuf([], n_slots)
+        cdef int rc, n = 0
+        self.busy = True
+        try:
+            with nogil:
+                rc = tk_batch_step(self.d, toks.p, slots.p, stops.p, &n)
+        finally:
+            self.busy = False
+        if rc != TK_OK:
+            raise self._fail()
+        return [(slots.p[i], toks.p[i], STOP_REASONS.get(stops.p[i], "none")) for i in range(n)]
+
+    def batch_leave(self, int slot):
+        self._check()
+        if tk_batch_leave(self.d, slot) != TK_OK:
+            raise self._fail()
+
+    @property
+    def batch_active(self):
+        self._check()
+        return tk_batch_active(self.d)

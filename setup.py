@@ -1,0 +1,41 @@
+"""Build tokensat: the Cython wrappers around the portable C engine in csrc/.
+
+The C sources carry their own SIMD paths (AVX2/FMA via function target attributes with a
+run-time CPU check on x86-64, NEON on aarch64) and a scalar fallback, so one build runs on
+any machine of its architecture; no -march flag is needed here.
+"""
+from pathlib import Path
+
+from Cython.Build import cythonize
+from setuptools import Extension, find_packages, setup
+
+CSRC = Path("csrc")
+engine_sources = ["flight/engine/_engine.pyx"] + sorted(
+    str(p) for p in CSRC.glob("*.c") if p.name != "tk_cli.c"
+)
+
+extensions = [
+    Extension(
+        "flight.engine._engine",
+        sources=engine_sources,
+        include_dirs=[str(CSRC)],
+        extra_compile_args=["-O3", "-std=c11", "-fno-strict-aliasing", "-Wall", "-Wno-unused-function"],
+        extra_link_args=["-lpthread", "-lm"],
+    ),
+]
+
+setup(
+    name="tokensat",
+    version="0.1.0",
+    description="Flight software for an orbital AI-inference node",
+    packages=find_packages(include=["flight*", "ground*", "hil*"]),
+    package_data={"flight": ["*.json", "*.yaml", "*.toml"], "flight.link": ["*.json", "*.yaml", "*.toml"]},
+    ext_modules=cythonize(extensions, language_level=3),
+    python_requires=">=3.10",
+    entry_points={
+        "console_scripts": [
+            "flight = flight.cli:main",
+            "ground = ground.cli:main",
+        ]
+    },
+)
