@@ -16,10 +16,13 @@ typedef struct { uint16_t d; int8_t qs[32]; } tk_block_q8_0;            /* w = q
 
 /* An activation block: x ~= q * d, with s = d * sum(q) kept for the offset term of Q4_0/Q4_1
  * (sum_j (nib_j d_w + m) q_j d_x = d_w d_x sum nib_j q_j + m s). Activations are quantized
- * once per matmul input, as llama.cpp does, so the inner loops are integer dot products. */
+ * once per matmul input so the inner loops are integer dot products. d and s are rounded to
+ * fp16 values, as in ggml's Q8_1/Q8_0, so our logits track llama.cpp's closely. */
 typedef struct { float d, s; int8_t q[TK_QK]; } tk_q8;
 
 float tk_fp16_to_fp32(uint16_t h);
+uint16_t tk_fp32_to_fp16(float f);
+float tk_fp16_round(float f);
 
 /* y[c * ldy + r] = dot(row r of W, column c of x) for r in [r0, r1), c in [0, ncols).
  * Block-quantized W takes x as tk_q8 blocks (ldx in blocks); F32/F16 W takes float x (ldx in
@@ -32,8 +35,8 @@ typedef struct {
     int simd;                               /* resolved enum tk_simd */
     tk_matmul_fn matmul[TK_Q8_0 + 1];       /* by weight type; NULL where unsupported */
     void (*quantize_q8)(const float *x, tk_q8 *q, int n);   /* n multiple of 32 */
-    float (*dot_f32)(const float *a, const float *b, int n);
-    void (*axpy_f32)(float a, const float *x, float *y, int n);   /* y += a x */
+    float (*dot_f16)(const uint16_t *h, const float *x, int n);  /* KV cache . query */
+    void (*axpy_f16)(float a, const uint16_t *h, float *y, int n); /* y += a h */
 } tk_kernels;
 
 int tk_kernels_init(tk_kernels *k, int simd);

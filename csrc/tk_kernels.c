@@ -5,6 +5,13 @@
  * every x86-64), NEON on aarch64 (always present there). Weights are read in place from the
  * GGUF mapping; activations are quantized to 8 bits per 32-block so the inner loops are
  * integer multiply-adds, which is what makes a token cost about one read of the weights.
+ *
+ * All paths give the same bits. A 30-layer network rounds its activations to 8 bits at every
+ * matmul, so a last-place difference in one sum can flip a rounding and, tokens later, the
+ * greedy choice. So every path does the AVX2 arithmetic in the AVX2 order: a block's 32
+ * products are summed exactly in 8 integer lanes of 4 consecutive products, each lane is
+ * fused-multiply-added into its own float accumulator, and the lanes are added in one fixed
+ * tree (lane_tree). Float dot products likewise run 16 lanes (two sets of 8) with fma.
  */
 #include "tk_internal.h"
 
@@ -45,6 +52,27 @@ float tk_fp16_to_fp32(uint16_t h) {
     memcpy(&f, &bits, 4);
     return f;
 }
+
+/* fp32 to fp16 bits, rounding to nearest (ties to even) as F16C's vcvtps2ph and NEON's vcvt
+ * do; written out so every path stores the same bits. */
+uint16_t tk_fp32_to_fp16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) return (uint16_t)(sign | 0x7c00 | (ax > 0x7f800000u ? 0x200 : 0));
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00); /* rounds past 65504: inf */
+    if (ax < 0x38800000u) { /* fp16 subnormal or zero: count of 2^-24 steps, ties to even */
+        float a;
+        memcpy(&a, &ax, 4);
+        return (uint16_t)(sign | (uint16_t)nearbyintf(a * 16777216.0f));
+    }
+    uint32_t half = ((((ax >> 23) - 127 + 15)) << 10) | ((ax & 0x7fffffu) >> 13);
+    uint32_t rem = ax & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (half & 1))) half++; /* a carry moves the exponent */
+    return (uint16_t)(sign | half);
+}
+
+float tk_fp16_round(float f) { return tk_fp16_to_fp32(tk_fp32_to_fp16(f)); }
 
 int tk_type_is_blocked(uint32_t type) {
     return type == TK_Q4_0 || type == TK_Q4_1 || type == TK_Q8_0;
@@ -121,6 +149,12 @@ TK_INLINE float q4_offset_row(const uint8_t *row, int is_q4_1, int nb, const tk_
 /* ----------------------------------------------------------------------------------------- */
 /* Scalar path */
 
+/* The AVX2 horizontal sum: lanes k and k+4, then (0+2) and (1+3), then the two. */
+static float lane_tree(const float a[8]) {
+    float s0 = a[0] + a[4], s1 = a[1] + a[5], s2 = a[2] + a[6], s3 = a[3] + a[7];
+    return (s0 + s2) + (s1 + s3);
+}
+
 static void quantize_q8_scalar(const float *x, tk_q8 *q, int n) {
     for (int b = 0; b < n / TK_QK; b++) {
         const float *xb = x + b * TK_QK;
@@ -133,104 +167,123 @@ static void quantize_q8_scalar(const float *x, tk_q8 *q, int n) {
             q[b].q[j] = (int8_t)v;
             sum += v;
         }
-        q[b].d = d;
-        q[b].s = d * (float)sum;
+        q[b].d = tk_fp16_round(d);
+        q[b].s = tk_fp16_round(d * (float)sum);
     }
 }
 
-static void mm_q4_scalar(int is_q4_1, const void *w, int n_in, int r0, int r1, const void *x,
-                         int ldx, int ncols, float *y, int ldy) {
+/* Weight block b of a row as 32 signed values in element order (nibbles: 0..15 low, 16..31 high). */
+static void unpack_block(uint32_t type, const uint8_t *row, int b, int8_t w[TK_QK], float *d) {
+    if (type == TK_Q8_0) {
+        const tk_block_q8_0 *blk = (const tk_block_q8_0 *)row + b;
+        memcpy(w, blk->qs, TK_QK);
+        *d = tk_fp16_to_fp32(blk->d);
+        return;
+    }
+    const uint8_t *qs;
+    if (type == TK_Q4_1) {
+        qs = ((const tk_block_q4_1 *)row)[b].qs;
+        *d = tk_fp16_to_fp32(((const tk_block_q4_1 *)row)[b].d);
+    } else {
+        qs = ((const tk_block_q4_0 *)row)[b].qs;
+        *d = tk_fp16_to_fp32(((const tk_block_q4_0 *)row)[b].d);
+    }
+    for (int j = 0; j < 16; j++) {
+        w[j] = (int8_t)(qs[j] & 15);
+        w[j + 16] = (int8_t)(qs[j] >> 4);
+    }
+}
+
+static void mm_blocked_scalar(uint32_t type, const void *w, int n_in, int r0, int r1,
+                              const void *x, int ldx, int ncols, float *y, int ldy) {
     const int nb = n_in / TK_QK;
-    const size_t rb = tk_row_bytes(is_q4_1 ? TK_Q4_1 : TK_Q4_0, n_in);
+    const size_t rb = tk_row_bytes(type, n_in);
+    int8_t wq[TK_QK];
     for (int r = r0; r < r1; r++) {
         const uint8_t *row = (const uint8_t *)w + (size_t)r * rb;
         for (int c = 0; c < ncols; c++) {
             const tk_q8 *xc = (const tk_q8 *)x + (size_t)c * ldx;
-            float acc = 0.0f;
+            float acc[8] = {0};
             for (int b = 0; b < nb; b++) {
-                const uint8_t *qs;
                 float d;
-                if (is_q4_1) {
-                    const tk_block_q4_1 *blk = (const tk_block_q4_1 *)row + b;
-                    qs = blk->qs;
-                    d = tk_fp16_to_fp32(blk->d);
-                } else {
-                    const tk_block_q4_0 *blk = (const tk_block_q4_0 *)row + b;
-                    qs = blk->qs;
-                    d = tk_fp16_to_fp32(blk->d);
+                unpack_block(type, row, b, wq, &d);
+                const float scale = d * xc[b].d;
+                for (int k = 0; k < 8; k++) {
+                    int lane = 0;
+                    for (int j = 4 * k; j < 4 * k + 4; j++) lane += wq[j] * xc[b].q[j];
+                    acc[k] = fmaf(scale, (float)lane, acc[k]);
                 }
-                int sumi = 0;
-                for (int j = 0; j < 16; j++)
-                    sumi += (qs[j] & 15) * xc[b].q[j] + (qs[j] >> 4) * xc[b].q[j + 16];
-                acc += (d * xc[b].d) * (float)sumi;
             }
-            y[(size_t)c * ldy + r] = acc + q4_offset_row(row, is_q4_1, nb, xc);
+            float sum = lane_tree(acc);
+            if (type != TK_Q8_0) sum += q4_offset_row(row, type == TK_Q4_1, nb, xc);
+            y[(size_t)c * ldy + r] = sum;
         }
     }
 }
 
 static void mm_q4_0_scalar(const void *w, int n_in, int r0, int r1, const void *x, int ldx,
                            int ncols, float *y, int ldy) {
-    mm_q4_scalar(0, w, n_in, r0, r1, x, ldx, ncols, y, ldy);
+    mm_blocked_scalar(TK_Q4_0, w, n_in, r0, r1, x, ldx, ncols, y, ldy);
 }
 
 static void mm_q4_1_scalar(const void *w, int n_in, int r0, int r1, const void *x, int ldx,
                            int ncols, float *y, int ldy) {
-    mm_q4_scalar(1, w, n_in, r0, r1, x, ldx, ncols, y, ldy);
+    mm_blocked_scalar(TK_Q4_1, w, n_in, r0, r1, x, ldx, ncols, y, ldy);
 }
 
 static void mm_q8_0_scalar(const void *w, int n_in, int r0, int r1, const void *x, int ldx,
                            int ncols, float *y, int ldy) {
-    const int nb = n_in / TK_QK;
-    for (int r = r0; r < r1; r++) {
-        const tk_block_q8_0 *row = (const tk_block_q8_0 *)w + (size_t)r * nb;
-        for (int c = 0; c < ncols; c++) {
-            const tk_q8 *xc = (const tk_q8 *)x + (size_t)c * ldx;
-            float acc = 0.0f;
-            for (int b = 0; b < nb; b++) {
-                int sumi = 0;
-                for (int j = 0; j < TK_QK; j++) sumi += row[b].qs[j] * xc[b].q[j];
-                acc += (tk_fp16_to_fp32(row[b].d) * xc[b].d) * (float)sumi;
-            }
-            y[(size_t)c * ldy + r] = acc;
+    mm_blocked_scalar(TK_Q8_0, w, n_in, r0, r1, x, ldx, ncols, y, ldy);
+}
+
+/* Float dot of two vectors, 16 lanes at a time (two accumulators of 8), then the tail. */
+static float dot_f32_scalar(const float *a, const float *b, int n) {
+    float acc0[8] = {0}, acc1[8] = {0}, lanes[8];
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int k = 0; k < 8; k++) {
+            acc0[k] = fmaf(a[i + k], b[i + k], acc0[k]);
+            acc1[k] = fmaf(a[i + 8 + k], b[i + 8 + k], acc1[k]);
         }
-    }
+    for (int k = 0; k < 8; k++) lanes[k] = acc0[k] + acc1[k];
+    float acc = lane_tree(lanes);
+    for (; i < n; i++) acc += a[i] * b[i];
+    return acc;
+}
+
+/* Dot of fp16 values (the KV cache, F16 weights) with floats: 8 lanes, fma, then the tail. */
+static float dot_f16_scalar(const uint16_t *h, const float *x, int n) {
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) acc[k] = fmaf(tk_fp16_to_fp32(h[i + k]), x[i + k], acc[k]);
+    float s = lane_tree(acc);
+    for (; i < n; i++) s += tk_fp16_to_fp32(h[i]) * x[i];
+    return s;
+}
+
+/* y += a * h for fp16 h: fused on whole vectors of 8 as the AVX2 path, plain on the tail. */
+static void axpy_f16_scalar(float a, const uint16_t *h, float *y, int n) {
+    const int n8 = n / 8 * 8;
+    int i = 0;
+    for (; i < n8; i++) y[i] = fmaf(a, tk_fp16_to_fp32(h[i]), y[i]);
+    for (; i < n; i++) y[i] += a * tk_fp16_to_fp32(h[i]);
 }
 
 static void mm_f32_scalar(const void *w, int n_in, int r0, int r1, const void *x, int ldx,
                           int ncols, float *y, int ldy) {
-    for (int r = r0; r < r1; r++) {
-        const float *row = (const float *)w + (size_t)r * n_in;
-        for (int c = 0; c < ncols; c++) {
-            const float *xc = (const float *)x + (size_t)c * ldx;
-            float acc = 0.0f;
-            for (int i = 0; i < n_in; i++) acc += row[i] * xc[i];
-            y[(size_t)c * ldy + r] = acc;
-        }
-    }
+    for (int r = r0; r < r1; r++)
+        for (int c = 0; c < ncols; c++)
+            y[(size_t)c * ldy + r] = dot_f32_scalar((const float *)w + (size_t)r * n_in,
+                                                    (const float *)x + (size_t)c * ldx, n_in);
 }
 
 static void mm_f16_scalar(const void *w, int n_in, int r0, int r1, const void *x, int ldx,
                           int ncols, float *y, int ldy) {
-    for (int r = r0; r < r1; r++) {
-        const uint16_t *row = (const uint16_t *)w + (size_t)r * n_in;
-        for (int c = 0; c < ncols; c++) {
-            const float *xc = (const float *)x + (size_t)c * ldx;
-            float acc = 0.0f;
-            for (int i = 0; i < n_in; i++) acc += tk_fp16_to_fp32(row[i]) * xc[i];
-            y[(size_t)c * ldy + r] = acc;
-        }
-    }
-}
-
-static float dot_f32_scalar(const float *a, const float *b, int n) {
-    float acc = 0.0f;
-    for (int i = 0; i < n; i++) acc += a[i] * b[i];
-    return acc;
-}
-
-static void axpy_f32_scalar(float a, const float *x, float *y, int n) {
-    for (int i = 0; i < n; i++) y[i] += a * x[i];
+    for (int r = r0; r < r1; r++)
+        for (int c = 0; c < ncols; c++)
+            y[(size_t)c * ldy + r] = dot_f16_scalar((const uint16_t *)w + (size_t)r * n_in,
+                                                    (const float *)x + (size_t)c * ldx, n_in);
 }
 
 /* ----------------------------------------------------------------------------------------- */
@@ -272,8 +325,8 @@ TK_AVX2 static void quantize_q8_avx2(const float *x, tk_q8 *q, int n) {
         __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
         p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         _mm256_storeu_si256((__m256i *)q[b].q, p);
-        q[b].d = d;
-        q[b].s = d * (float)_mm_cvtsi128_si32(s4);
+        q[b].d = tk_fp16_round(d);
+        q[b].s = tk_fp16_round(d * (float)_mm_cvtsi128_si32(s4));
     }
 }
 
@@ -417,12 +470,24 @@ TK_AVX2 static float dot_f32_avx2(const float *a, const float *b, int n) {
     return acc;
 }
 
-TK_AVX2 static void axpy_f32_avx2(float a, const float *x, float *y, int n) {
+TK_AVX2 static float dot_f16_avx2(const uint16_t *h, const float *x, int n) {
+    __m256 acc = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))),
+                              _mm256_loadu_ps(x + i), acc);
+    float s = hsum8(acc);
+    for (; i < n; i++) s += _cvtsh_ss(h[i]) * x[i];
+    return s;
+}
+
+TK_AVX2 static void axpy_f16_avx2(float a, const uint16_t *h, float *y, int n) {
     const __m256 va = _mm256_set1_ps(a);
     int i = 0;
     for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * x[i];
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))),
+                                                _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * _cvtsh_ss(h[i]);
 }
 
 TK_AVX2 static void mm_f32_avx2(const void *w, int n_in, int r0, int r1, const void *x, int ldx,
@@ -435,20 +500,10 @@ TK_AVX2 static void mm_f32_avx2(const void *w, int n_in, int r0, int r1, const v
 
 TK_AVX2 static void mm_f16_avx2(const void *w, int n_in, int r0, int r1, const void *x, int ldx,
                                 int ncols, float *y, int ldy) {
-    for (int r = r0; r < r1; r++) {
-        const uint16_t *row = (const uint16_t *)w + (size_t)r * n_in;
-        for (int c = 0; c < ncols; c++) {
-            const float *xc = (const float *)x + (size_t)c * ldx;
-            __m256 acc = _mm256_setzero_ps();
-            int i = 0;
-            for (; i + 8 <= n_in; i += 8)
-                acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + i))),
-                                      _mm256_loadu_ps(xc + i), acc);
-            float s = hsum8(acc);
-            for (; i < n_in; i++) s += _cvtsh_ss(row[i]) * xc[i];
-            y[(size_t)c * ldy + r] = s;
-        }
-    }
+    for (int r = r0; r < r1; r++)
+        for (int c = 0; c < ncols; c++)
+            y[(size_t)c * ldy + r] = dot_f16_avx2((const uint16_t *)w + (size_t)r * n_in,
+                                                  (const float *)x + (size_t)c * ldx, n_in);
 }
 
 static int cpu_has_avx2(void) {
@@ -460,15 +515,26 @@ static int cpu_has_avx2(void) {
 #endif /* TK_HAVE_X86 */
 
 /* ----------------------------------------------------------------------------------------- */
-/* NEON path (aarch64: the Jetson's Cortex-A78AE). Uses only baseline ARMv8 NEON (widening
- * multiplies, pairwise accumulate) so it runs on every aarch64 core. */
+/* NEON path (aarch64: the Jetson's Cortex-A78AE). Baseline ARMv8 NEON only (widening
+ * multiplies and pairwise adds), laid out as the AVX2 path's 8 lanes: lo = lanes 0..3,
+ * hi = lanes 4..7, each lane the exact sum of 4 consecutive products. */
 
 #ifdef TK_HAVE_NEON
 
-TK_INLINE int32x4_t neon_dot16(int8x16_t a, int8x16_t b, int32x4_t acc) {
-    int16x8_t p0 = vmull_s8(vget_low_s8(a), vget_low_s8(b));
-    int16x8_t p1 = vmull_s8(vget_high_s8(a), vget_high_s8(b));
-    return vpadalq_s16(vpadalq_s16(acc, p0), p1);
+TK_INLINE float neon_tree(float32x4_t lo, float32x4_t hi) {
+    float32x4_t s = vaddq_f32(lo, hi);
+    return (vgetq_lane_f32(s, 0) + vgetq_lane_f32(s, 2)) + (vgetq_lane_f32(s, 1) + vgetq_lane_f32(s, 3));
+}
+
+/* w0 = elements 0..15, w1 = 16..31 of a weight block; x the activation block. */
+TK_INLINE void neon_lanes8(int8x16_t w0, int8x16_t w1, const int8_t *x, int32x4_t *lo, int32x4_t *hi) {
+    int8x16_t x0 = vld1q_s8(x), x1 = vld1q_s8(x + 16);
+    int32x4_t q0 = vpaddlq_s16(vmull_s8(vget_low_s8(w0), vget_low_s8(x0)));   /* 0+1 .. 6+7 */
+    int32x4_t q1 = vpaddlq_s16(vmull_s8(vget_high_s8(w0), vget_high_s8(x0))); /* 8+9 .. */
+    int32x4_t q2 = vpaddlq_s16(vmull_s8(vget_low_s8(w1), vget_low_s8(x1)));
+    int32x4_t q3 = vpaddlq_s16(vmull_s8(vget_high_s8(w1), vget_high_s8(x1)));
+    *lo = vpaddq_s32(q0, q1); /* 0..3, 4..7, 8..11, 12..15 */
+    *hi = vpaddq_s32(q2, q3); /* 16..19 .. 28..31 */
 }
 
 static void quantize_q8_neon(const float *x, tk_q8 *q, int n) {
@@ -485,92 +551,118 @@ static void quantize_q8_neon(const float *x, tk_q8 *q, int n) {
         for (int j = 0; j < 8; j++) {
             int32x4_t iv = vcvtnq_s32_f32(vmulq_n_f32(v[j], id)); /* ties to even */
             isum = vaddq_s32(isum, iv);
-            int16x4_t h = vqmovn_s32(iv);
-            int8x8_t bb = vqmovn_s16(vcombine_s16(h, h));
-            q[b].q[4 * j + 0] = vget_lane_s8(bb, 0);
-            q[b].q[4 * j + 1] = vget_lane_s8(bb, 1);
-            q[b].q[4 * j + 2] = vget_lane_s8(bb, 2);
-            q[b].q[4 * j + 3] = vget_lane_s8(bb, 3);
+            q[b].q[4 * j + 0] = (int8_t)vgetq_lane_s32(iv, 0);
+            q[b].q[4 * j + 1] = (int8_t)vgetq_lane_s32(iv, 1);
+            q[b].q[4 * j + 2] = (int8_t)vgetq_lane_s32(iv, 2);
+            q[b].q[4 * j + 3] = (int8_t)vgetq_lane_s32(iv, 3);
         }
-        q[b].d = d;
-        q[b].s = d * (float)vaddvq_s32(isum);
+        q[b].d = tk_fp16_round(d);
+        q[b].s = tk_fp16_round(d * (float)vaddvq_s32(isum));
     }
 }
 
-static void mm_q4_neon(int is_q4_1, const void *w, int n_in, int r0, int r1, const void *xv,
-                       int ldx, int ncols, float *y, int ldy) {
+static void mm_blocked_neon(uint32_t type, const void *w, int n_in, int r0, int r1,
+                            const void *xv, int ldx, int ncols, float *y, int ldy) {
     const int nb = n_in / TK_QK;
-    const size_t rb = tk_row_bytes(is_q4_1 ? TK_Q4_1 : TK_Q4_0, n_in);
+    const size_t rb = tk_row_bytes(type, n_in);
     const tk_q8 *x = xv;
     for (int r = r0; r < r1; r++) {
         const uint8_t *row = (const uint8_t *)w + (size_t)r * rb;
         for (int c = 0; c < ncols; c++) {
             const tk_q8 *xc = x + (size_t)c * ldx;
-            float32x4_t acc = vdupq_n_f32(0.0f);
+            float32x4_t acc_lo = vdupq_n_f32(0.0f), acc_hi = vdupq_n_f32(0.0f);
             for (int b = 0; b < nb; b++) {
-                const uint8_t *qs;
+                int8x16_t w0, w1;
                 uint16_t dh;
-                if (is_q4_1) {
-                    qs = ((const tk_block_q4_1 *)row)[b].qs;
-                    dh = ((const tk_block_q4_1 *)row)[b].d;
+                if (type == TK_Q8_0) {
+                    const tk_block_q8_0 *blk = (const tk_block_q8_0 *)row + b;
+                    w0 = vld1q_s8(blk->qs);
+                    w1 = vld1q_s8(blk->qs + 16);
+                    dh = blk->d;
                 } else {
-                    qs = ((const tk_block_q4_0 *)row)[b].qs;
-                    dh = ((const tk_block_q4_0 *)row)[b].d;
+                    const uint8_t *qs;
+                    if (type == TK_Q4_1) {
+                        qs = ((const tk_block_q4_1 *)row)[b].qs;
+                        dh = ((const tk_block_q4_1 *)row)[b].d;
+                    } else {
+                        qs = ((const tk_block_q4_0 *)row)[b].qs;
+                        dh = ((const tk_block_q4_0 *)row)[b].d;
+                    }
+                    uint8x16_t raw = vld1q_u8(qs);
+                    w0 = vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(0x0F)));
+                    w1 = vreinterpretq_s8_u8(vshrq_n_u8(raw, 4));
                 }
-                uint8x16_t raw = vld1q_u8(qs);
-                int8x16_t wl = vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(0x0F)));
-                int8x16_t wh = vreinterpretq_s8_u8(vshrq_n_u8(raw, 4));
-                int32x4_t s = neon_dot16(wl, vld1q_s8(xc[b].q), vdupq_n_s32(0));
-                s = neon_dot16(wh, vld1q_s8(xc[b].q + 16), s);
-                acc = vmlaq_n_f32(acc, vcvtq_f32_s32(s), tk_fp16_to_fp32(dh) * xc[b].d);
+                int32x4_t lo, hi;
+                neon_lanes8(w0, w1, xc[b].q, &lo, &hi);
+                const float32x4_t scale = vdupq_n_f32(tk_fp16_to_fp32(dh) * xc[b].d);
+                acc_lo = vfmaq_f32(acc_lo, vcvtq_f32_s32(lo), scale);
+                acc_hi = vfmaq_f32(acc_hi, vcvtq_f32_s32(hi), scale);
             }
-            y[(size_t)c * ldy + r] = vaddvq_f32(acc) + q4_offset_row(row, is_q4_1, nb, xc);
+            float sum = neon_tree(acc_lo, acc_hi);
+            if (type != TK_Q8_0) sum += q4_offset_row(row, type == TK_Q4_1, nb, xc);
+            y[(size_t)c * ldy + r] = sum;
         }
     }
 }
 
 static void mm_q4_0_neon(const void *w, int n_in, int r0, int r1, const void *x, int ldx,
                          int ncols, float *y, int ldy) {
-    mm_q4_neon(0, w, n_in, r0, r1, x, ldx, ncols, y, ldy);
+    mm_blocked_neon(TK_Q4_0, w, n_in, r0, r1, x, ldx, ncols, y, ldy);
 }
 
 static void mm_q4_1_neon(const void *w, int n_in, int r0, int r1, const void *x, int ldx,
                          int ncols, float *y, int ldy) {
-    mm_q4_neon(1, w, n_in, r0, r1, x, ldx, ncols, y, ldy);
+    mm_blocked_neon(TK_Q4_1, w, n_in, r0, r1, x, ldx, ncols, y, ldy);
 }
 
-static void mm_q8_0_neon(const void *w, int n_in, int r0, int r1, const void *xv, int ldx,
+static void mm_q8_0_neon(const void *w, int n_in, int r0, int r1, const void *x, int ldx,
                          int ncols, float *y, int ldy) {
-    const int nb = n_in / TK_QK;
-    const tk_q8 *x = xv;
-    for (int r = r0; r < r1; r++) {
-        const tk_block_q8_0 *row = (const tk_block_q8_0 *)w + (size_t)r * nb;
-        for (int c = 0; c < ncols; c++) {
-            const tk_q8 *xc = x + (size_t)c * ldx;
-            float32x4_t acc = vdupq_n_f32(0.0f);
-            for (int b = 0; b < nb; b++) {
-                int32x4_t s = neon_dot16(vld1q_s8(row[b].qs), vld1q_s8(xc[b].q), vdupq_n_s32(0));
-                s = neon_dot16(vld1q_s8(row[b].qs + 16), vld1q_s8(xc[b].q + 16), s);
-                acc = vmlaq_n_f32(acc, vcvtq_f32_s32(s), tk_fp16_to_fp32(row[b].d) * xc[b].d);
-            }
-            y[(size_t)c * ldy + r] = vaddvq_f32(acc);
-        }
-    }
+    mm_blocked_neon(TK_Q8_0, w, n_in, r0, r1, x, ldx, ncols, y, ldy);
 }
 
 static float dot_f32_neon(const float *a, const float *b, int n) {
-    float32x4_t acc = vdupq_n_f32(0.0f);
+    float32x4_t a0l = vdupq_n_f32(0.0f), a0h = a0l, a1l = a0l, a1h = a0l;
     int i = 0;
-    for (; i + 4 <= n; i += 4) acc = vfmaq_f32(acc, vld1q_f32(a + i), vld1q_f32(b + i));
-    float s = vaddvq_f32(acc);
-    for (; i < n; i++) s += a[i] * b[i];
+    for (; i + 16 <= n; i += 16) {
+        a0l = vfmaq_f32(a0l, vld1q_f32(a + i), vld1q_f32(b + i));
+        a0h = vfmaq_f32(a0h, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+        a1l = vfmaq_f32(a1l, vld1q_f32(a + i + 8), vld1q_f32(b + i + 8));
+        a1h = vfmaq_f32(a1h, vld1q_f32(a + i + 12), vld1q_f32(b + i + 12));
+    }
+    float acc = neon_tree(vaddq_f32(a0l, a1l), vaddq_f32(a0h, a1h));
+    for (; i < n; i++) acc += a[i] * b[i];
+    return acc;
+}
+
+static float dot_f16_neon(const uint16_t *h, const float *x, int n) {
+    float32x4_t lo = vdupq_n_f32(0.0f), hi = lo;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        float16x8_t v = vreinterpretq_f16_u16(vld1q_u16(h + i));
+        lo = vfmaq_f32(lo, vcvt_f32_f16(vget_low_f16(v)), vld1q_f32(x + i));
+        hi = vfmaq_f32(hi, vcvt_f32_f16(vget_high_f16(v)), vld1q_f32(x + i + 4));
+    }
+    float s = neon_tree(lo, hi);
+    for (; i < n; i++) s += tk_fp16_to_fp32(h[i]) * x[i];
     return s;
 }
 
-static void axpy_f32_neon(float a, const float *x, float *y, int n) {
+static void axpy_f16_neon(float a, const uint16_t *h, float *y, int n) {
     int i = 0;
-    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), a));
-    for (; i < n; i++) y[i] += a * x[i];
+    for (; i + 8 <= n; i += 8) {
+        float16x8_t v = vreinterpretq_f16_u16(vld1q_u16(h + i));
+        vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vcvt_f32_f16(vget_low_f16(v)), a));
+        vst1q_f32(y + i + 4, vfmaq_n_f32(vld1q_f32(y + i + 4), vcvt_f32_f16(vget_high_f16(v)), a));
+    }
+    for (; i < n; i++) y[i] += a * tk_fp16_to_fp32(h[i]);
+}
+
+static void mm_f16_neon(const void *w, int n_in, int r0, int r1, const void *x, int ldx,
+                        int ncols, float *y, int ldy) {
+    for (int r = r0; r < r1; r++)
+        for (int c = 0; c < ncols; c++)
+            y[(size_t)c * ldy + r] = dot_f16_neon((const uint16_t *)w + (size_t)r * n_in,
+                                                  (const float *)x + (size_t)c * ldx, n_in);
 }
 
 static void mm_f32_neon(const void *w, int n_in, int r0, int r1, const void *x, int ldx,
@@ -621,8 +713,8 @@ int tk_kernels_init(tk_kernels *k, int simd) {
     memset(k, 0, sizeof *k);
     k->simd = resolved;
     k->quantize_q8 = quantize_q8_scalar;
-    k->dot_f32 = dot_f32_scalar;
-    k->axpy_f32 = axpy_f32_scalar;
+    k->dot_f16 = dot_f16_scalar;
+    k->axpy_f16 = axpy_f16_scalar;
     k->matmul[TK_F32] = mm_f32_scalar;
     k->matmul[TK_F16] = mm_f16_scalar;
     k->matmul[TK_Q4_0] = mm_q4_0_scalar;
@@ -631,8 +723,8 @@ int tk_kernels_init(tk_kernels *k, int simd) {
 #ifdef TK_HAVE_X86
     if (resolved == TK_SIMD_AVX2) {
         k->quantize_q8 = quantize_q8_avx2;
-        k->dot_f32 = dot_f32_avx2;
-        k->axpy_f32 = axpy_f32_avx2;
+        k->dot_f16 = dot_f16_avx2;
+        k->axpy_f16 = axpy_f16_avx2;
         k->matmul[TK_F32] = mm_f32_avx2;
         k->matmul[TK_F16] = mm_f16_avx2;
         k->matmul[TK_Q4_0] = mm_q4_0_avx2;
@@ -643,9 +735,10 @@ int tk_kernels_init(tk_kernels *k, int simd) {
 #ifdef TK_HAVE_NEON
     if (resolved == TK_SIMD_NEON) {
         k->quantize_q8 = quantize_q8_neon;
-        k->dot_f32 = dot_f32_neon;
-        k->axpy_f32 = axpy_f32_neon;
+        k->dot_f16 = dot_f16_neon;
+        k->axpy_f16 = axpy_f16_neon;
         k->matmul[TK_F32] = mm_f32_neon;
+        k->matmul[TK_F16] = mm_f16_neon;
         k->matmul[TK_Q4_0] = mm_q4_0_neon;
         k->matmul[TK_Q4_1] = mm_q4_1_neon;
         k->matmul[TK_Q8_0] = mm_q8_0_neon;

@@ -43,8 +43,9 @@ struct tk_model {
     tk_q8 *xq;              /* [max_rows][max_in / 32] quantized input of the current matmul */
     int xq_ld;              /* blocks per row of xq */
     float *scores;          /* [n_threads][n_ctx] attention scores, one buffer per thread */
+    float *q16;             /* [n_threads][head_dim] the query head rounded to fp16 values */
     float *rope_cos, *rope_sin; /* [n_ctx][rope_dim / 2] */
-    float *k_cache, *v_cache;   /* [n_layers][n_slots][n_ctx][kv_dim] */
+    uint16_t *k_cache, *v_cache; /* [n_layers][n_slots][n_ctx][kv_dim] fp16, as llama.cpp keeps it */
     float *logits;          /* [max_rows][vocab] */
     int *logit_rows;        /* [max_rows] forward row of each logits row */
     size_t alloc_bytes, weight_bytes;
@@ -199,7 +200,7 @@ static int alloc_buffers(tk_model *m, char *err) {
     if ((int)qd > max_in) max_in = (int)qd;
     m->xq_ld = (max_in + TK_QK - 1) / TK_QK;
     size_t kv = (size_t)c->n_layers * m->n_slots * m->n_ctx * c->kv_dim;
-    if (kv / c->n_layers / m->n_slots / m->n_ctx != (size_t)c->kv_dim || kv > MAX_ALLOC / 8)
+    if (kv / c->n_layers / m->n_slots / m->n_ctx != (size_t)c->kv_dim || kv > MAX_ALLOC / 4)
         return fail(err, "KV cache for n_ctx %d x %d slots would exceed %zu GiB", m->n_ctx,
                     m->n_slots, MAX_ALLOC >> 30);
     if (!(m->x = alloc_buf(m, R * c->dim, 4)) || !(m->xb = alloc_buf(m, R * c->dim, 4)) ||
@@ -209,9 +210,10 @@ static int alloc_buffers(tk_model *m, char *err) {
         !(m->tmp = alloc_buf(m, R * c->dim, 4)) ||
         !(m->xq = alloc_buf(m, R * m->xq_ld, sizeof(tk_q8))) ||
         !(m->scores = alloc_buf(m, (size_t)m->n_threads * m->n_ctx, 4)) ||
+        !(m->q16 = alloc_buf(m, (size_t)m->n_threads * c->head_dim, 4)) ||
         !(m->rope_cos = alloc_buf(m, (size_t)m->n_ctx * c->rope_dim / 2, 4)) ||
         !(m->rope_sin = alloc_buf(m, (size_t)m->n_ctx * c->rope_dim / 2, 4)) ||
-        !(m->k_cache = alloc_buf(m, kv, 4)) || !(m->v_cache = alloc_buf(m, kv, 4)) ||
+        !(m->k_cache = alloc_buf(m, kv, 2)) || !(m->v_cache = alloc_buf(m, kv, 2)) ||
         !(m->logits = alloc_buf(m, R * c->vocab, 4)) ||
         !(m->logit_rows = alloc_buf(m, R, sizeof(int))))
         return fail(err, "out of memory allocating buffers (n_ctx %d, %d slots)", m->n_ctx, m->n_slots);
@@ -266,7 +268,7 @@ void tk_model_free(tk_model *m) {
     if (!m) return;
     tk_pool_free(m->pool);
     void *bufs[] = {m->x, m->xb, m->q, m->k_new, m->v_new, m->att, m->hb, m->hb2, m->tmp, m->xq,
-                    m->scores, m->rope_cos, m->rope_sin, m->k_cache, m->v_cache, m->logits,
+                    m->scores, m->q16, m->rope_cos, m->rope_sin, m->k_cache, m->v_cache, m->logits,
                     m->logit_rows, m->layers};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     if (m->gguf.fd >= 0 || m->gguf.map) tk_gguf_close(&m->gguf);
@@ -334,21 +336,28 @@ static void quantize_rows(tk_model *m, const float *x, int n, int ld, int i0, in
     for (int i = i0; i < i1; i++) m->k.quantize_q8(x + (size_t)i * ld, m->xq + (size_t)i * m->xq_ld, n);
 }
 
-static float *cache_at(const tk_model *m, float *cache, int l, int slot, int pos) {
+static uint16_t *cache_at(const tk_model *m, uint16_t *cache, int l, int slot, int pos) {
     return cache + (((size_t)l * m->n_slots + slot) * m->n_ctx + pos) * m->c.kv_dim;
 }
 
-static void attention(tk_model *m, int l, int i, int h, float *scores) {
+static void store_fp16(uint16_t *dst, const float *src, int n) {
+    for (int i = 0; i < n; i++) dst[i] = tk_fp32_to_fp16(src[i]);
+}
+
+/* One head of one row over its slot's cache. Keys, values, the query and the attention
+ * weights are rounded to fp16 where llama.cpp's default (non-flash) CPU path rounds them. */
+static void attention(tk_model *m, int l, int i, int h, float *scores, float *q16) {
     const tk_config *c = &m->c;
     const tk_row *row = &m->rows[i];
     const int hd = c->head_dim, kvh = h / (c->n_heads / c->n_kv_heads), T = row->pos + 1;
     const float *qh = m->q + (size_t)i * c->n_heads * hd + h * hd;
     const float scale = 1.0f / sqrtf((float)hd);
-    const float *kc = cache_at(m, m->k_cache, l, row->slot, 0) + kvh * hd;
-    const float *vc = cache_at(m, m->v_cache, l, row->slot, 0) + kvh * hd;
+    const uint16_t *kc = cache_at(m, m->k_cache, l, row->slot, 0) + kvh * hd;
+    const uint16_t *vc = cache_at(m, m->v_cache, l, row->slot, 0) + kvh * hd;
+    for (int d = 0; d < hd; d++) q16[d] = tk_fp16_round(qh[d]);
     float mx = -INFINITY;
     for (int t = 0; t < T; t++) {
-        scores[t] = m->k.dot_f32(qh, kc + (size_t)t * c->kv_dim, hd) * scale;
+        scores[t] = m->k.dot_f16(kc + (size_t)t * c->kv_dim, q16, hd) * scale;
         if (scores[t] > mx) mx = scores[t];
     }
     float sum = 0.0f;
@@ -358,7 +367,8 @@ static void attention(tk_model *m, int l, int i, int h, float *scores) {
     }
     float *out = m->att + (size_t)i * c->n_heads * hd + h * hd;
     memset(out, 0, (size_t)hd * sizeof *out);
-    for (int t = 0; t < T; t++) m->k.axpy_f32(scores[t] / sum, vc + (size_t)t * c->kv_dim, out, hd);
+    for (int t = 0; t < T; t++)
+        m->k.axpy_f16(tk_fp16_round(scores[t] / sum), vc + (size_t)t * c->kv_dim, out, hd);
 }
 
 /* forward_worker: the hot function. Every thread walks all layers; work inside each phase is
@@ -368,7 +378,7 @@ static void forward_worker(void *arg, int tid) {
     const tk_config *c = &m->c;
     const int n = m->n_rows, nt = m->n_threads, dim = c->dim, qd = c->n_heads * c->head_dim;
     const int i0 = n * tid / nt, i1 = n * (tid + 1) / nt;
-    float *scores = m->scores + (size_t)tid * m->n_ctx;
+    float *scores = m->scores + (size_t)tid * m->n_ctx, *q16 = m->q16 + (size_t)tid * c->head_dim;
     int r0, r1;
 
     for (int i = i0; i < i1; i++)
@@ -396,15 +406,13 @@ static void forward_worker(void *arg, int tid) {
             const float *sn = m->rope_sin + (size_t)row->pos * (c->rope_dim / 2);
             rope(m->q + (size_t)i * qd, c->n_heads, c->head_dim, c->rope_dim, cs, sn);
             rope(m->k_new + (size_t)i * c->kv_dim, c->n_kv_heads, c->head_dim, c->rope_dim, cs, sn);
-            memcpy(cache_at(m, m->k_cache, l, row->slot, row->pos), m->k_new + (size_t)i * c->kv_dim,
-                   (size_t)c->kv_dim * sizeof(float));
-            memcpy(cache_at(m, m->v_cache, l, row->slot, row->pos), m->v_new + (size_t)i * c->kv_dim,
-                   (size_t)c->kv_dim * sizeof(float));
+            store_fp16(cache_at(m, m->k_cache, l, row->slot, row->pos), m->k_new + (size_t)i * c->kv_dim, c->kv_dim);
+            store_fp16(cache_at(m, m->v_cache, l, row->slot, row->pos), m->v_new + (size_t)i * c->kv_dim, c->kv_dim);
         }
         tk_pool_barrier(m->pool);
         const int pairs = n * c->n_heads;
         for (int p = pairs * tid / nt; p < pairs * (tid + 1) / nt; p++)
-            attention(m, l, p / c->n_heads, p % c->n_heads, scores);
+            attention(m, l, p / c->n_heads, p % c->n_heads, scores, q16);
         tk_pool_barrier(m->pool);
         quantize_rows(m, m->att, qd, qd, i0, i1, tk_type_is_blocked(L->wo->type));
         tk_pool_barrier(m->pool);

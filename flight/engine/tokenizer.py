@@ -10,7 +10,7 @@ import codecs
 import threading
 from collections.abc import Sequence
 
-from tokenizers import AddedToken
+from tokenizers import AddedToken, Regex
 from tokenizers import Tokenizer as _HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers
 
@@ -37,21 +37,32 @@ def _bytes_to_unicode() -> dict[int, str]:
     return table
 
 
+_BYTE_CHARS = "".join(_bytes_to_unicode().values())
+
 # str.translate + latin-1 encode turns a vocab string into bytes ~10x faster than a per-char loop.
 _TO_LATIN1 = str.maketrans({c: chr(b) for b, c in _bytes_to_unicode().items()})
 
 
-def _pre_tokenizer(pre: str | None) -> pre_tokenizers.PreTokenizer:
+def _pre_tokenizer(pre: str | None, no_token: str) -> pre_tokenizers.PreTokenizer:
     # llama.cpp picks its split regex from tokenizer.ggml.pre. Only the variants we can check
     # against llama.cpp are accepted: a guessed regex would tokenize differently from what the
     # model was trained on, silently, which is worse than refusing to load.
-    gpt2 = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    steps: list[pre_tokenizers.PreTokenizer]
     if pre in (None, "default", "gpt2"):
-        return gpt2
-    if pre == "smollm":
+        steps = []
+    elif pre == "smollm":
         # llama.cpp: "\p{N}" first (every digit its own word), then the GPT-2 regex.
-        return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), gpt2])
-    raise ValueError(f"unsupported tokenizer pre-tokenizer {pre!r} (supported: default, gpt2, smollm)")
+        steps = [pre_tokenizers.Digits(individual_digits=True)]
+    else:
+        raise ValueError(f"unsupported tokenizer pre-tokenizer {pre!r} (supported: default, gpt2, smollm)")
+    steps.append(pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True))
+    if no_token:
+        # A byte with no token of its own (SmolLM2 lacks 21) is dropped by both libraries, but
+        # llama.cpp keeps it in the word while merging, so nothing merges across it, whereas
+        # tokenizers drops it first and may merge its neighbours. Isolating it restores the wall.
+        cls = "".join("\\" + c if c in "\\]^-[" else c for c in no_token)
+        steps.append(pre_tokenizers.Split(Regex(f"[{cls}]"), behavior="isolated"))
+    return steps[0] if len(steps) == 1 else pre_tokenizers.Sequence(steps)
 
 
 class Tokenizer:
@@ -88,7 +99,8 @@ class Tokenizer:
         # Byte-level tokens never contain a plain space (it is written 'Ġ'), so one split is exact.
         pairs = [tuple(m.split(" ", 1)) for m in merges]
         hf = _HFTokenizer(models.BPE(vocab=vocab, merges=pairs, ignore_merges=False))
-        hf.pre_tokenizer = _pre_tokenizer(pre)
+        no_token = "".join(c for c in _BYTE_CHARS if c not in vocab)
+        hf.pre_tokenizer = _pre_tokenizer(pre, no_token)
         hf.decoder = decoders.ByteLevel()
         # llama.cpp matches control/unknown tokens in text only with parse_special=true, but
         # user-defined ones always; tokenizers' special vs plain added tokens mirror that split.
