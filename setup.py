@@ -19,7 +19,7 @@ extensions = [
         "flight.engine._engine",
         sources=engine_sources,
         include_dirs=[str(CSRC)],
-        extra_compile_args=["-O3", "-std=c11", "-fno-strict-aliasing", "-Wall", "-Wno-unused-function"],
+        extra_compile_args=["-O3", "-std=c11", "-fno-strict-aliasing", "-ffp-contract=off", "-Wall", "-Wno-unused-function"],
         extra_link_args=["-lpthread", "-lm"],
     ),
 ]
