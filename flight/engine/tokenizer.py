@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from tokenizers import AddedToken, Regex
 from tokenizers import Tokenizer as _HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers
+from tokenizers import models, pre_tokenizers
 
 __all__ = ["Tokenizer", "StreamDecoder"]
 
@@ -39,7 +39,7 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 _BYTE_CHARS = "".join(_bytes_to_unicode().values())
 
-# str.translate + latin-1 encode turns a vocab string into bytes ~10x faster than a per-char loop.
+# str.translate + latin-1 encode maps a vocab string to its bytes without a per-char Python loop.
 _TO_LATIN1 = str.maketrans({c: chr(b) for b, c in _bytes_to_unicode().items()})
 
 
@@ -101,7 +101,6 @@ class Tokenizer:
         hf = _HFTokenizer(models.BPE(vocab=vocab, merges=pairs, ignore_merges=False))
         no_token = "".join(c for c in _BYTE_CHARS if c not in vocab)
         hf.pre_tokenizer = _pre_tokenizer(pre, no_token)
-        hf.decoder = decoders.ByteLevel()
         # llama.cpp matches control/unknown tokens in text only with parse_special=true, but
         # user-defined ones always; tokenizers' special vs plain added tokens mirror that split.
         odd = [i for i, t in enumerate(self._types) if t != TOKEN_NORMAL]  # one pass over 49k
@@ -131,7 +130,13 @@ class Tokenizer:
         return self._eos_id
 
     def is_control(self, token_id: int) -> bool:
-        return self._types[token_id] == TOKEN_CONTROL
+        return self._types[self._check(token_id)] == TOKEN_CONTROL
+
+    def _check(self, token_id: int) -> int:
+        # Negative ids would silently index from the end of the tables.
+        if not 0 <= token_id < len(self._tokens):
+            raise IndexError(f"token id {token_id} outside vocabulary of {len(self._tokens)}")
+        return token_id
 
     # -- encode / decode --------------------------------------------------------------------
     def encode(self, text: str, special: bool = True) -> list[int]:
@@ -148,9 +153,7 @@ class Tokenizer:
 
     def token_piece(self, token_id: int) -> bytes:
         """Raw bytes of one token. Control tokens give their text (e.g. b"<|im_end|>")."""
-        if not 0 <= token_id < len(self._tokens):
-            raise IndexError(f"token id {token_id} outside vocabulary of {len(self._tokens)}")
-        return self._piece_table()[token_id]
+        return self._piece_table()[self._check(token_id)]
 
     def decode(self, ids: Sequence[int], skip_special: bool = False) -> str:
         """Text for ids; invalid UTF-8 (e.g. a cut multibyte char) becomes U+FFFD.
@@ -159,6 +162,9 @@ class Tokenizer:
         skip_special=True for user-facing output.
         """
         table = self._piece_table()
+        n = len(table)
+        if any(not 0 <= i < n for i in ids):
+            raise IndexError(f"token id outside vocabulary of {n} in {list(ids)[:16]}")
         if skip_special:
             ids = [i for i in ids if self._types[i] != TOKEN_CONTROL]
         return b"".join(table[i] for i in ids).decode("utf-8", errors="replace")
