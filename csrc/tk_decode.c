@@ -124,6 +124,14 @@ int tk_decoder_prefill(tk_decoder *d, int slot, const int *ids, int n, const flo
     return prefill(d, slot, ids, n, &reused, logits);
 }
 
+int tk_decoder_forget(tk_decoder *d, int slot) {
+    if (slot < 0 || slot >= d->n_slots)
+        return fail(d->err, "sequence slot %d is outside 0..%d", slot, d->n_slots - 1);
+    if (d->slots[slot].active) return fail(d->err, "sequence slot %d is in use by the batch", slot);
+    d->slots[slot].n_past = 0;
+    return TK_OK;
+}
+
 static int is_eos(const int *eos, int n_eos, int tok) {
     for (int i = 0; i < n_eos; i++)
         if (eos[i] == tok) return 1;

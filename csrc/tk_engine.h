@@ -169,6 +169,8 @@ void tk_decoder_free(tk_decoder *d);
 const char *tk_decoder_error(const tk_decoder *d);
 /* Evaluate ids on slot (reusing the longest cached prefix) and return the last logits [vocab]. */
 int tk_decoder_prefill(tk_decoder *d, int slot, const int *ids, int n, const float **logits);
+/* Forget what slot's cache holds, so the next prompt on it is evaluated in full. */
+int tk_decoder_forget(tk_decoder *d, int slot);
 /* Single stream: prefill prompt on slot, then forward/sample/stop-check/append until EOS, the
  * limit, the callback or *stop_flag (read at every token boundary). out[max_new] receives the
  * generated ids; stats may be NULL. */

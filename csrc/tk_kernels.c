@@ -33,24 +33,25 @@
 /* ----------------------------------------------------------------------------------------- */
 /* Formats */
 
-float tk_fp16_to_fp32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
-    if (exp == 0) {
-        if (man == 0) {
-            bits = sign;
-        } else { /* subnormal: renormalise */
-            exp = 127 - 15 + 1;
-            while (!(man & 0x400)) { man <<= 1; exp--; }
-            bits = sign | (exp << 23) | ((man & 0x3ff) << 13);
-        }
-    } else if (exp == 0x1f) {
-        bits = sign | 0x7f800000 | (man << 13);
-    } else {
-        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
-    }
+/* Exact fp16 -> fp32 without branches or F16C (the method of Maratos' FP16 library, as in
+ * ggml): normals by an exponent rebias and one multiply, subnormals by a magic-number subtract. */
+static inline float bits_to_f32(uint32_t u) {
     float f;
-    memcpy(&f, &bits, 4);
+    memcpy(&f, &u, 4);
     return f;
+}
+
+static inline uint32_t f32_to_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+float tk_fp16_to_fp32(uint16_t h) {
+    const uint32_t w = (uint32_t)h << 16, sign = w & 0x80000000u, two_w = w + w;
+    const float normalized = bits_to_f32((two_w >> 4) + (0xE0u << 23)) * 0x1.0p-112f;
+    const float denormalized = bits_to_f32((two_w >> 17) | (126u << 23)) - 0.5f;
+    return bits_to_f32(sign | (two_w < (1u << 27) ? f32_to_bits(denormalized) : f32_to_bits(normalized)));
 }
 
 /* fp32 to fp16 bits, rounding to nearest (ties to even) as F16C's vcvtps2ph and NEON's vcvt
@@ -130,19 +131,10 @@ void tk_dequant_row(uint32_t type, const void *row, float *out, int n) {
     }
 }
 
-/* The offset term of Q4_0/Q4_1 blocks, sum_b m_b s_b, summed the same way on every path.
- * Q4_0 is read as Q4_1 with m = -8 d, so one integer kernel serves both. */
-TK_INLINE float q4_offset_row(const uint8_t *row, int is_q4_1, int nb, const tk_q8 *x) {
+/* The offset term of Q4_1 blocks, sum_b m_b s_b, summed the same way on every path. */
+TK_INLINE float q4_1_offset_row(const uint8_t *row, int nb, const tk_q8 *x, float (*fp16)(uint16_t)) {
     float acc = 0.0f;
-    for (int b = 0; b < nb; b++) {
-        float m;
-        if (is_q4_1) {
-            m = tk_fp16_to_fp32(((const tk_block_q4_1 *)row)[b].m);
-        } else {
-            m = -8.0f * tk_fp16_to_fp32(((const tk_block_q4_0 *)row)[b].d);
-        }
-        acc += m * x[b].s;
-    }
+    for (int b = 0; b < nb; b++) acc += fp16(((const tk_block_q4_1 *)row)[b].m) * x[b].s;
     return acc;
 }
 
@@ -188,9 +180,12 @@ static void unpack_block(uint32_t type, const uint8_t *row, int b, int8_t w[TK_Q
         qs = ((const tk_block_q4_0 *)row)[b].qs;
         *d = tk_fp16_to_fp32(((const tk_block_q4_0 *)row)[b].d);
     }
+    /* Q4_0 weights are nib - 8, multiplied exactly in integers as ggml does; Q4_1 keeps the
+     * unsigned nibble and adds m through the offset term */
+    const int bias = type == TK_Q4_0 ? 8 : 0;
     for (int j = 0; j < 16; j++) {
-        w[j] = (int8_t)(qs[j] & 15);
-        w[j + 16] = (int8_t)(qs[j] >> 4);
+        w[j] = (int8_t)((qs[j] & 15) - bias);
+        w[j + 16] = (int8_t)((qs[j] >> 4) - bias);
     }
 }
 
@@ -215,7 +210,7 @@ static void mm_blocked_scalar(uint32_t type, const void *w, int n_in, int r0, in
                 }
             }
             float sum = lane_tree(acc);
-            if (type != TK_Q8_0) sum += q4_offset_row(row, type == TK_Q4_1, nb, xc);
+            if (type == TK_Q4_1) sum += q4_1_offset_row(row, nb, xc, tk_fp16_to_fp32);
             y[(size_t)c * ldy + r] = sum;
         }
     }
@@ -298,6 +293,8 @@ TK_AVX2 TK_INLINE float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+TK_AVX2 TK_INLINE float f16c_to_fp32(uint16_t h) { return _cvtsh_ss(h); }
+
 TK_AVX2 static void quantize_q8_avx2(const float *x, tk_q8 *q, int n) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int b = 0; b < n / TK_QK; b++) {
@@ -335,7 +332,7 @@ TK_AVX2 static void quantize_q8_avx2(const float *x, tk_q8 *q, int n) {
 TK_AVX2 TK_INLINE void q4_tile_avx2(int is_q4_1, const uint8_t *w, size_t rb, int R,
                                    const tk_q8 *x, int ldx, int C, int nb, float *y, int ldy) {
     __m256 acc[4][4];
-    const __m256i lo = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const __m256i lo = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1), eight = _mm256_set1_epi8(8);
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) acc[r][c] = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
@@ -355,13 +352,17 @@ TK_AVX2 TK_INLINE void q4_tile_avx2(int is_q4_1, const uint8_t *w, size_t rb, in
             }
             __m128i raw = _mm_loadu_si128((const __m128i *)qs);
             wq[r] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), lo);
+            if (!is_q4_1) wq[r] = _mm256_sub_epi8(wq[r], eight);
             wd[r] = _cvtsh_ss(dh);
         }
         for (int c = 0; c < C; c++) {
             const tk_q8 *xb = x + (size_t)c * ldx + b;
             __m256i xq = _mm256_loadu_si256((const __m256i *)xb->q);
             for (int r = 0; r < R; r++) {
-                __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wq[r], xq), ones);
+                /* Q4_0 is signed: |w| times x carrying w's sign, as for Q8_0 */
+                __m256i p = is_q4_1 ? _mm256_maddubs_epi16(wq[r], xq)
+                                    : _mm256_maddubs_epi16(_mm256_sign_epi8(wq[r], wq[r]), _mm256_sign_epi8(xq, wq[r]));
+                p = _mm256_madd_epi16(p, ones);
                 acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(wd[r] * xb->d), _mm256_cvtepi32_ps(p),
                                             acc[r][c]);
             }
@@ -370,7 +371,53 @@ TK_AVX2 TK_INLINE void q4_tile_avx2(int is_q4_1, const uint8_t *w, size_t rb, in
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++)
             y[(size_t)c * ldy + r] = hsum8(acc[r][c]) +
-                                     q4_offset_row(w + r * rb, is_q4_1, nb, x + (size_t)c * ldx);
+                                     (is_q4_1 ? q4_1_offset_row(w + r * rb, nb, x + (size_t)c * ldx, f16c_to_fp32) : 0.0f);
+}
+
+/* The decode tile: R rows x one column, the shape of every matmul of a single stream. Per
+ * block and row: d and m converted together, nibbles unpacked by a broadcast and a variable
+ * shift, one integer dot, one fma; the offset term runs in its own accumulator in block order,
+ * exactly as q4_1_offset_row sums it, so the bits match the general tile and the scalar path. */
+TK_AVX2 TK_INLINE void q4_col_avx2(int is_q4_1, const uint8_t *w, size_t rb, int R,
+                                  const tk_q8 *x, int nb, float *y) {
+    __m256 acc[4];
+    float off[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    const __m256i lo = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const __m256i shift = _mm256_setr_epi64x(0, 0, 4, 4); /* low nibbles, then high nibbles */
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const __m256i xq = _mm256_loadu_si256((const __m256i *)x[b].q);
+        const float xd = x[b].d, xs = x[b].s; /* the offset term is Q4_1's alone */
+        for (int r = 0; r < R; r++) {
+            const uint8_t *qs;
+            __m128 dm;
+            if (is_q4_1) {
+                const tk_block_q4_1 *blk = (const tk_block_q4_1 *)(w + r * rb) + b;
+                int32_t bits;
+                memcpy(&bits, blk, 4);
+                dm = _mm_cvtph_ps(_mm_cvtsi32_si128(bits)); /* [d, m, 0, 0] */
+                qs = blk->qs;
+            } else {
+                const tk_block_q4_0 *blk = (const tk_block_q4_0 *)(w + r * rb) + b;
+                dm = _mm_cvtph_ps(_mm_cvtsi32_si128(blk->d));
+                qs = blk->qs;
+            }
+            const float d = _mm_cvtss_f32(dm);
+            __m256i wq = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
+            wq = _mm256_and_si256(_mm256_srlv_epi64(wq, shift), lo);
+            __m256i p;
+            if (is_q4_1) {
+                p = _mm256_maddubs_epi16(wq, xq);
+                off[r] += _mm_cvtss_f32(_mm_movehdup_ps(dm)) * xs;
+            } else { /* signed nib - 8, multiplied exactly as ggml does */
+                wq = _mm256_sub_epi8(wq, _mm256_set1_epi8(8));
+                p = _mm256_maddubs_epi16(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(xq, wq));
+            }
+            p = _mm256_madd_epi16(p, ones);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * xd), _mm256_cvtepi32_ps(p), acc[r]);
+        }
+    }
+    for (int r = 0; r < R; r++) y[r] = hsum8(acc[r]) + off[r];
 }
 
 TK_AVX2 TK_INLINE void mm_q4_avx2(int is_q4_1, const void *w, int n_in, int r0, int r1,
@@ -390,9 +437,9 @@ TK_AVX2 TK_INLINE void mm_q4_avx2(int is_q4_1, const void *w, int n_in, int r0, 
     for (; c < ncols; c++) {
         int r = r0;
         for (; r + 4 <= r1; r += 4)
-            q4_tile_avx2(is_q4_1, w8 + r * rb, rb, 4, x + (size_t)c * ldx, ldx, 1, nb, y + (size_t)c * ldy + r, ldy);
+            q4_col_avx2(is_q4_1, w8 + r * rb, rb, 4, x + (size_t)c * ldx, nb, y + (size_t)c * ldy + r);
         for (; r < r1; r++)
-            q4_tile_avx2(is_q4_1, w8 + r * rb, rb, 1, x + (size_t)c * ldx, ldx, 1, nb, y + (size_t)c * ldy + r, ldy);
+            q4_col_avx2(is_q4_1, w8 + r * rb, rb, 1, x + (size_t)c * ldx, nb, y + (size_t)c * ldy + r);
     }
 }
 
@@ -591,6 +638,10 @@ static void mm_blocked_neon(uint32_t type, const void *w, int n_in, int r0, int 
                     uint8x16_t raw = vld1q_u8(qs);
                     w0 = vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(0x0F)));
                     w1 = vreinterpretq_s8_u8(vshrq_n_u8(raw, 4));
+                    if (type == TK_Q4_0) { /* signed nib - 8, exact in integers as ggml */
+                        w0 = vsubq_s8(w0, vdupq_n_s8(8));
+                        w1 = vsubq_s8(w1, vdupq_n_s8(8));
+                    }
                 }
                 int32x4_t lo, hi;
                 neon_lanes8(w0, w1, xc[b].q, &lo, &hi);
@@ -599,7 +650,7 @@ static void mm_blocked_neon(uint32_t type, const void *w, int n_in, int r0, int 
                 acc_hi = vfmaq_f32(acc_hi, vcvtq_f32_s32(hi), scale);
             }
             float sum = neon_tree(acc_lo, acc_hi);
-            if (type != TK_Q8_0) sum += q4_offset_row(row, type == TK_Q4_1, nb, xc);
+            if (type == TK_Q4_1) sum += q4_1_offset_row(row, nb, xc, tk_fp16_to_fp32);
             y[(size_t)c * ldy + r] = sum;
         }
     }

@@ -34,13 +34,13 @@ struct tk_model {
 
     /* activations, one row per forward row */
     float *x;               /* [max_rows][dim] residual stream */
-    float *xb;              /* [max_rows][dim] normed residual, input of q/k/v and gate/up */
+    float *xb;              /* [n_threads][max_rows][dim] normed residual, each thread's own copy */
     float *q;               /* [max_rows][n_heads * head_dim] */
     float *k_new, *v_new;   /* [max_rows][kv_dim] this pass's keys and values */
     float *att;             /* [max_rows][n_heads * head_dim] attention output */
     float *hb, *hb2;        /* [max_rows][ffn_dim] gate (then silu(gate) * up) and up */
     float *tmp;             /* [max_rows][dim] output of wo / w_down before the residual add */
-    tk_q8 *xq;              /* [max_rows][max_in / 32] quantized input of the current matmul */
+    tk_q8 *xq;              /* [n_threads][max_rows][xq_ld] quantized input of the current matmul */
     int xq_ld;              /* blocks per row of xq */
     float *scores;          /* [n_threads][n_ctx] attention scores, one buffer per thread */
     float *q16;             /* [n_threads][head_dim] the query head rounded to fp16 values */
@@ -155,6 +155,10 @@ static int bind_tensors(tk_model *m, char *err) {
     if (!embd) return fail(err, "tensor token_embd.weight is missing");
     if (embd->ne[1] < 1 || embd->ne[1] > (1u << 24)) return fail(err, "token_embd.weight has an impossible vocabulary");
     m->c.vocab = (int)embd->ne[1];
+    int64_t meta_vocab;
+    if (tk_gguf_get_i64(&m->gguf, "llama.vocab_size", &meta_vocab) == TK_OK && meta_vocab != m->c.vocab)
+        return fail(err, "llama.vocab_size %lld disagrees with token_embd.weight's %d rows",
+                    (long long)meta_vocab, m->c.vocab);
     if (bind(m, "token_embd.weight", c->dim, c->vocab, 0, &m->tok_embd, err) ||
         bind(m, "output_norm.weight", c->dim, 0, 0, &m->output_norm, err) ||
         bind(m, "output.weight", c->dim, c->vocab, 1, &m->output, err))
@@ -203,12 +207,13 @@ static int alloc_buffers(tk_model *m, char *err) {
     if (kv / c->n_layers / m->n_slots / m->n_ctx != (size_t)c->kv_dim || kv > MAX_ALLOC / 4)
         return fail(err, "KV cache for n_ctx %d x %d slots would exceed %zu GiB", m->n_ctx,
                     m->n_slots, MAX_ALLOC >> 30);
-    if (!(m->x = alloc_buf(m, R * c->dim, 4)) || !(m->xb = alloc_buf(m, R * c->dim, 4)) ||
+    const size_t T = (size_t)m->n_threads;
+    if (!(m->x = alloc_buf(m, R * c->dim, 4)) || !(m->xb = alloc_buf(m, T * R * c->dim, 4)) ||
         !(m->q = alloc_buf(m, R * qd, 4)) || !(m->k_new = alloc_buf(m, R * c->kv_dim, 4)) ||
         !(m->v_new = alloc_buf(m, R * c->kv_dim, 4)) || !(m->att = alloc_buf(m, R * qd, 4)) ||
         !(m->hb = alloc_buf(m, R * c->ffn_dim, 4)) || !(m->hb2 = alloc_buf(m, R * c->ffn_dim, 4)) ||
         !(m->tmp = alloc_buf(m, R * c->dim, 4)) ||
-        !(m->xq = alloc_buf(m, R * m->xq_ld, sizeof(tk_q8))) ||
+        !(m->xq = alloc_buf(m, T * R * m->xq_ld, sizeof(tk_q8))) ||
         !(m->scores = alloc_buf(m, (size_t)m->n_threads * m->n_ctx, 4)) ||
         !(m->q16 = alloc_buf(m, (size_t)m->n_threads * c->head_dim, 4)) ||
         !(m->rope_cos = alloc_buf(m, (size_t)m->n_ctx * c->rope_dim / 2, 4)) ||
@@ -297,14 +302,15 @@ static void rmsnorm(float *out, const float *x, const float *w, int n, float eps
     for (int i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
 }
 
-static void rope(float *v, int n_heads, int head_dim, int rope_dim, const float *cs, const float *sn) {
-    for (int h = 0; h < n_heads; h++) {
-        float *vh = v + h * head_dim;
-        for (int i = 0; i < rope_dim / 2; i++) {
-            float a = vh[2 * i], b = vh[2 * i + 1];
-            vh[2 * i] = a * cs[i] - b * sn[i];
-            vh[2 * i + 1] = a * sn[i] + b * cs[i];
-        }
+/* Rotate the pairs (r, r+1) of dims [r0, r1) of one row of heads of size hd; r0 is even (row
+ * splits are multiples of 4), so a pair never straddles two threads. */
+static void rope_rows(float *v, int r0, int r1, int hd, int rope_dim, const float *cs, const float *sn) {
+    for (int r = r0; r < r1; r += 2) {
+        const int j = r % hd;
+        if (j >= rope_dim) continue;
+        const float a = v[r], b = v[r + 1];
+        v[r] = a * cs[j / 2] - b * sn[j / 2];
+        v[r + 1] = a * sn[j / 2] + b * cs[j / 2];
     }
 }
 
@@ -317,31 +323,46 @@ static void split(int n, int tid, int nt, int *r0, int *r1) {
     if (*r1 > n) *r1 = n;
 }
 
-/* y[i][r] = W x_i for this thread's rows r; x given as float rows (xf, ld n_in) and, when W is
- * block-quantized, as the quantized copy in m->xq made by the caller. */
-static void matmul(tk_model *m, const tk_gguf_tensor *W, const float *xf, int ncols, float *y,
-                   int ldy, int tid) {
-    int n_in = (int)W->ne[0], r0, r1;
-    split((int)W->ne[1], tid, m->n_threads, &r0, &r1);
-    if (r0 >= r1) return;
+/* What one thread works with: its row share of every matmul, and its private matmul inputs. */
+typedef struct {
+    tk_model *m;
+    int tid;
+    float *xb;     /* [max_rows][dim] this thread's normed rows */
+    tk_q8 *xq;     /* [max_rows][xq_ld] this thread's quantized rows */
+} worker;
+
+/* y[i][r] = W x_i for this thread's rows r, from float rows xf (ld n_in) or, for a
+ * block-quantized W, from the thread's quantized copy made by prepare_input. */
+static void matmul(const worker *w, const tk_gguf_tensor *W, const float *xf, int ncols, float *y,
+                   int ldy, int *r0, int *r1) {
+    tk_model *m = w->m;
+    int n_in = (int)W->ne[0];
+    split((int)W->ne[1], w->tid, m->n_threads, r0, r1);
+    if (*r0 >= *r1) return;
     if (tk_type_is_blocked(W->type))
-        m->k.matmul[W->type](W->data, n_in, r0, r1, m->xq, m->xq_ld, ncols, y, ldy);
+        m->k.matmul[W->type](W->data, n_in, *r0, *r1, w->xq, m->xq_ld, ncols, y, ldy);
     else
-        m->k.matmul[W->type](W->data, n_in, r0, r1, xf, n_in, ncols, y, ldy);
+        m->k.matmul[W->type](W->data, n_in, *r0, *r1, xf, n_in, ncols, y, ldy);
 }
 
-/* Quantize rows [i0, i1) of x (row length n, stride ld) into m->xq when any consumer needs it. */
-static void quantize_rows(tk_model *m, const float *x, int n, int ld, int i0, int i1, int needed) {
+/* Quantize n rows of x (length len, stride ld) into the thread's xq when a consumer needs it.
+ * Every thread quantizes every row: a few microseconds of duplicate work instead of a barrier. */
+static void prepare_input(const worker *w, const float *x, int len, int ld, int n, int needed) {
     if (!needed) return;
-    for (int i = i0; i < i1; i++) m->k.quantize_q8(x + (size_t)i * ld, m->xq + (size_t)i * m->xq_ld, n);
+    for (int i = 0; i < n; i++)
+        w->m->k.quantize_q8(x + (size_t)i * ld, w->xq + (size_t)i * w->m->xq_ld, len);
+}
+
+static void norm_rows(const worker *w, const float *weight, int n, const int *row_of) {
+    tk_model *m = w->m;
+    const int dim = m->c.dim;
+    for (int i = 0; i < n; i++)
+        rmsnorm(w->xb + (size_t)i * dim, m->x + (size_t)(row_of ? row_of[i] : i) * dim, weight, dim,
+                m->c.norm_eps);
 }
 
 static uint16_t *cache_at(const tk_model *m, uint16_t *cache, int l, int slot, int pos) {
     return cache + (((size_t)l * m->n_slots + slot) * m->n_ctx + pos) * m->c.kv_dim;
-}
-
-static void store_fp16(uint16_t *dst, const float *src, int n) {
-    for (int i = 0; i < n; i++) dst[i] = tk_fp32_to_fp16(src[i]);
 }
 
 /* One head of one row over its slot's cache. Keys, values, the query and the attention
@@ -371,17 +392,20 @@ static void attention(tk_model *m, int l, int i, int h, float *scores, float *q1
         m->k.axpy_f16(tk_fp16_round(scores[t] / sum), vc + (size_t)t * c->kv_dim, out, hd);
 }
 
-/* forward_worker: the hot function. Every thread walks all layers; work inside each phase is
- * split by output row (matmuls), by forward row (norms, RoPE) or by (row, head) (attention). */
+/* forward_worker: the hot function. Every thread walks all layers; matmuls are split by
+ * output row, attention by (row, head). Five barriers a layer, one after each step whose
+ * output the next step reads across threads. */
 static void forward_worker(void *arg, int tid) {
     tk_model *m = arg;
     const tk_config *c = &m->c;
     const int n = m->n_rows, nt = m->n_threads, dim = c->dim, qd = c->n_heads * c->head_dim;
-    const int i0 = n * tid / nt, i1 = n * (tid + 1) / nt;
+    const int half = c->rope_dim / 2;
+    const worker w = {m, tid, m->xb + (size_t)tid * m->max_rows * dim,
+                      m->xq + (size_t)tid * m->max_rows * m->xq_ld};
     float *scores = m->scores + (size_t)tid * m->n_ctx, *q16 = m->q16 + (size_t)tid * c->head_dim;
     int r0, r1;
 
-    for (int i = i0; i < i1; i++)
+    for (int i = n * tid / nt; i < n * (tid + 1) / nt; i++)
         tk_dequant_row(m->tok_embd->type,
                        (const uint8_t *)m->tok_embd->data + tk_row_bytes(m->tok_embd->type, dim) * m->rows[i].token,
                        m->x + (size_t)i * dim, dim);
@@ -389,70 +413,66 @@ static void forward_worker(void *arg, int tid) {
 
     for (int l = 0; l < c->n_layers; l++) {
         const tk_layer *L = &m->layers[l];
-        /* attention block */
-        for (int i = i0; i < i1; i++)
-            rmsnorm(m->xb + (size_t)i * dim, m->x + (size_t)i * dim, L->attn_norm->data, dim, c->norm_eps);
-        quantize_rows(m, m->xb, dim, dim, i0, i1,
+        /* attention block: q, k, v of this thread's rows, rotated and cached right away */
+        norm_rows(&w, L->attn_norm->data, n, NULL);
+        prepare_input(&w, w.xb, dim, dim, n,
                       tk_type_is_blocked(L->wq->type) || tk_type_is_blocked(L->wk->type) ||
                       tk_type_is_blocked(L->wv->type));
-        tk_pool_barrier(m->pool);
-        matmul(m, L->wq, m->xb, n, m->q, qd, tid);
-        matmul(m, L->wk, m->xb, n, m->k_new, c->kv_dim, tid);
-        matmul(m, L->wv, m->xb, n, m->v_new, c->kv_dim, tid);
-        tk_pool_barrier(m->pool);
-        for (int i = i0; i < i1; i++) {
+        matmul(&w, L->wq, w.xb, n, m->q, qd, &r0, &r1);
+        for (int i = 0; i < n; i++) {
+            const int p = m->rows[i].pos;
+            rope_rows(m->q + (size_t)i * qd, r0, r1, c->head_dim, c->rope_dim,
+                      m->rope_cos + (size_t)p * half, m->rope_sin + (size_t)p * half);
+        }
+        matmul(&w, L->wk, w.xb, n, m->k_new, c->kv_dim, &r0, &r1);
+        for (int i = 0; i < n; i++) {
             const tk_row *row = &m->rows[i];
-            const float *cs = m->rope_cos + (size_t)row->pos * (c->rope_dim / 2);
-            const float *sn = m->rope_sin + (size_t)row->pos * (c->rope_dim / 2);
-            rope(m->q + (size_t)i * qd, c->n_heads, c->head_dim, c->rope_dim, cs, sn);
-            rope(m->k_new + (size_t)i * c->kv_dim, c->n_kv_heads, c->head_dim, c->rope_dim, cs, sn);
-            store_fp16(cache_at(m, m->k_cache, l, row->slot, row->pos), m->k_new + (size_t)i * c->kv_dim, c->kv_dim);
-            store_fp16(cache_at(m, m->v_cache, l, row->slot, row->pos), m->v_new + (size_t)i * c->kv_dim, c->kv_dim);
+            float *k = m->k_new + (size_t)i * c->kv_dim;
+            rope_rows(k, r0, r1, c->head_dim, c->rope_dim, m->rope_cos + (size_t)row->pos * half,
+                      m->rope_sin + (size_t)row->pos * half);
+            uint16_t *kc = cache_at(m, m->k_cache, l, row->slot, row->pos);
+            for (int r = r0; r < r1; r++) kc[r] = tk_fp32_to_fp16(k[r]);
+        }
+        matmul(&w, L->wv, w.xb, n, m->v_new, c->kv_dim, &r0, &r1);
+        for (int i = 0; i < n; i++) {
+            const tk_row *row = &m->rows[i];
+            const float *v = m->v_new + (size_t)i * c->kv_dim;
+            uint16_t *vc = cache_at(m, m->v_cache, l, row->slot, row->pos);
+            for (int r = r0; r < r1; r++) vc[r] = tk_fp32_to_fp16(v[r]);
         }
         tk_pool_barrier(m->pool);
         const int pairs = n * c->n_heads;
         for (int p = pairs * tid / nt; p < pairs * (tid + 1) / nt; p++)
             attention(m, l, p / c->n_heads, p % c->n_heads, scores, q16);
         tk_pool_barrier(m->pool);
-        quantize_rows(m, m->att, qd, qd, i0, i1, tk_type_is_blocked(L->wo->type));
-        tk_pool_barrier(m->pool);
-        matmul(m, L->wo, m->att, n, m->tmp, dim, tid);
-        split(dim, tid, nt, &r0, &r1);
+        prepare_input(&w, m->att, qd, qd, n, tk_type_is_blocked(L->wo->type));
+        matmul(&w, L->wo, m->att, n, m->tmp, dim, &r0, &r1);
         for (int i = 0; i < n; i++)
             for (int r = r0; r < r1; r++) m->x[(size_t)i * dim + r] += m->tmp[(size_t)i * dim + r];
         tk_pool_barrier(m->pool);
 
         /* feed-forward block: down(silu(gate(x)) * up(x)) */
-        for (int i = i0; i < i1; i++)
-            rmsnorm(m->xb + (size_t)i * dim, m->x + (size_t)i * dim, L->ffn_norm->data, dim, c->norm_eps);
-        quantize_rows(m, m->xb, dim, dim, i0, i1,
+        norm_rows(&w, L->ffn_norm->data, n, NULL);
+        prepare_input(&w, w.xb, dim, dim, n,
                       tk_type_is_blocked(L->w_gate->type) || tk_type_is_blocked(L->w_up->type));
-        tk_pool_barrier(m->pool);
-        matmul(m, L->w_gate, m->xb, n, m->hb, c->ffn_dim, tid);
-        matmul(m, L->w_up, m->xb, n, m->hb2, c->ffn_dim, tid);
-        split(c->ffn_dim, tid, nt, &r0, &r1);
+        matmul(&w, L->w_gate, w.xb, n, m->hb, c->ffn_dim, &r0, &r1);
+        matmul(&w, L->w_up, w.xb, n, m->hb2, c->ffn_dim, &r0, &r1);
         for (int i = 0; i < n; i++) {
             float *g = m->hb + (size_t)i * c->ffn_dim, *u = m->hb2 + (size_t)i * c->ffn_dim;
             for (int r = r0; r < r1; r++) g[r] = g[r] / (1.0f + expf(-g[r])) * u[r];
         }
         tk_pool_barrier(m->pool);
-        quantize_rows(m, m->hb, c->ffn_dim, c->ffn_dim, i0, i1, tk_type_is_blocked(L->w_down->type));
-        tk_pool_barrier(m->pool);
-        matmul(m, L->w_down, m->hb, n, m->tmp, dim, tid);
-        split(dim, tid, nt, &r0, &r1);
+        prepare_input(&w, m->hb, c->ffn_dim, c->ffn_dim, n, tk_type_is_blocked(L->w_down->type));
+        matmul(&w, L->w_down, m->hb, n, m->tmp, dim, &r0, &r1);
         for (int i = 0; i < n; i++)
             for (int r = r0; r < r1; r++) m->x[(size_t)i * dim + r] += m->tmp[(size_t)i * dim + r];
         tk_pool_barrier(m->pool);
     }
 
     /* final norm and output projection, only for the rows whose logits are wanted */
-    const int nl = m->n_logits, j0 = nl * tid / nt, j1 = nl * (tid + 1) / nt;
-    for (int j = j0; j < j1; j++)
-        rmsnorm(m->xb + (size_t)j * dim, m->x + (size_t)m->logit_rows[j] * dim, m->output_norm->data,
-                dim, c->norm_eps);
-    quantize_rows(m, m->xb, dim, dim, j0, j1, tk_type_is_blocked(m->output->type));
-    tk_pool_barrier(m->pool);
-    matmul(m, m->output, m->xb, nl, m->logits, c->vocab, tid);
+    norm_rows(&w, m->output_norm->data, m->n_logits, m->logit_rows);
+    prepare_input(&w, w.xb, dim, dim, m->n_logits, tk_type_is_blocked(m->output->type));
+    matmul(&w, m->output, w.xb, m->n_logits, m->logits, c->vocab, &r0, &r1);
 }
 
 int tk_model_forward(tk_model *m, const tk_row *rows, int n) {

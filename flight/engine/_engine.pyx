@@ -72,6 +72,7 @@ cdef extern from "tk_engine.h" nogil:
     int tk_decoder_new(tk_decoder **out, tk_model *m, char *err)
     void tk_decoder_free(tk_decoder *d)
     const char *tk_decoder_error(const tk_decoder *d)
+    int tk_decoder_forget(tk_decoder *d, int slot)
     int tk_decoder_prefill(tk_decoder *d, int slot, const int *ids, int n, const float **logits)
     int tk_decoder_generate(tk_decoder *d, int slot, const int *prompt, int n_prompt, int max_new,
                             const tk_sample_params *sp, const int *eos_ids, int n_eos,
@@ -333,6 +334,12 @@ cdef class CModel:
                      stop_reason=STOP_REASONS.get(st.stop_reason, "none"),
                      prefill_s=st.prefill_s, decode_s=st.decode_s, first_token_s=st.first_token_s)
         return tokens, stats
+
+    def forget(self, int slot=0):
+        """Drop what slot's KV cache holds; the next prompt there is evaluated in full."""
+        self._check()
+        if tk_decoder_forget(self.d, slot) != TK_OK:
+            raise self._fail()
 
     def request_stop(self):
         """Ask a running generate() to stop at the next token boundary (any thread)."""

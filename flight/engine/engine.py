@@ -94,6 +94,8 @@ class Engine:
         for name, value in (("threads", threads), ("n_ctx", n_ctx), ("n_batch", n_batch)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise EngineError(f"{name} must be an integer, got {value!r}")
+            if value is not None and not -(2**31) <= value < 2**31:
+                raise EngineError(f"{name} {value} is out of range")
         n_threads = threads if threads is not None else _cpu_count()
         return cls(CModel(resolved, n_threads, n_ctx, n_batch, simd), resolved)
 
@@ -103,6 +105,9 @@ class Engine:
         tokens = m.meta_array("tokenizer.ggml.tokens")
         if model is None or tokens is None:
             raise EngineError("the model has no tokenizer (tokenizer.ggml.model/tokens missing)")
+        if len(tokens) != self.config["vocab"]:
+            raise EngineError(f"tokenizer.ggml.tokens has {len(tokens)} entries for "
+                              f"{self.config['vocab']} embedding rows")
         types = m.meta_array("tokenizer.ggml.token_type") or [1] * len(tokens)
         merges = m.meta_array("tokenizer.ggml.merges") or []
         bos = m.meta_int("tokenizer.ggml.bos_token_id")
@@ -113,6 +118,9 @@ class Engine:
                              pre=m.meta_str("tokenizer.ggml.pre"))
         except ValueError as e:
             raise EngineError(str(e)) from None
+        except Exception as e:  # the tokenizers library rejects bad merges with its own types
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise EngineError(f"tokenizer metadata is invalid: {first}") from None
 
     def _end_of_generation_ids(self) -> list[int]:
         ids = [self.tokenizer.eos_id]
@@ -219,6 +227,10 @@ class Engine:
                           stop_reason=st["stop_reason"], n_reused=st["n_reused"],
                           prefill_s=st["prefill_s"], decode_s=st["decode_s"],
                           first_token_s=st["first_token_s"])
+
+    def forget(self) -> None:
+        """Drop the cached prefix: the next call evaluates its whole prompt."""
+        self._m.forget(0)
 
     def request_stop(self) -> None:
         """Stop a generate() running in another thread at its next token boundary."""
