@@ -1,0 +1,1 @@
+"""Ground station: client library (client), archive, result reassembly and the `ground` CLI."""

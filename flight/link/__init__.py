@@ -1,0 +1,11 @@
+"""The space–ground link (see docs/ICD.md), flight side; ground/ builds on the same modules.
+
+dictionary.json / dictionary   the ICD: packet kinds, channels, events, commands, enums
+spacepacket, onboard_time, crc16, framing, sdls, codec   the wire format, layer by layer
+keys                           the shared HMAC key file
+serial_port                    devices and pyserial URLs, full duplex
+service                        LinkService: what the executive registers handlers with and feeds
+telemetry, event_reporter, tm_writer, result_downlink, sack   the service's parts
+node, placeholder_job_runner   a runnable flight link node until the executive exists
+icd_markdown                   renders docs/ICD.md
+"""

@@ -1,0 +1,1 @@
+"""Onboard persistence: one SQLite file with durable (fsynced) commits."""

@@ -1,0 +1,71 @@
+"""The onboard SQLite database: one file, durable writes, shared by the onboard stores.
+
+WAL with synchronous=FULL fsyncs every commit before it returns, so a value committed before
+a packet is acknowledged survives a power cut or kill -9 that follows the acknowledgement.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS anti_replay (spi INTEGER PRIMARY KEY, last_arsn BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id INTEGER PRIMARY KEY,
+    prompt TEXT NOT NULL,
+    max_tokens INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'done', 'failed')),
+    submitted REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS results (
+    job_id INTEGER PRIMARY KEY REFERENCES jobs(job_id),
+    data BLOB NOT NULL,
+    crc32 INTEGER NOT NULL,
+    segment_count INTEGER NOT NULL,
+    acked BLOB NOT NULL,
+    delivered INTEGER NOT NULL DEFAULT 0,
+    stored REAL NOT NULL
+);
+"""
+
+
+class OnboardDb:
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = os.fspath(path)
+        self._conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        self._lock = threading.RLock()
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.executescript(_SCHEMA)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A serialised write transaction, committed (and fsynced) on exit, rolled back on error."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def increment_boot_count(self) -> int:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('boot_count', 1) "
+                "ON CONFLICT(key) DO UPDATE SET value = value + 1"
+            )
+            return conn.execute("SELECT value FROM meta WHERE key = 'boot_count'").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,133 @@
+"""Onboard jobs and their results, with the ground's acknowledgement state of each result.
+
+A result is split into segments of segment_octets for the downlink; `acked` is a bitmap with
+one bit per segment, set when the ground acknowledges holding it. A result is delivered once
+every bit is set. Results are immutable once stored: the first one stored for a job wins,
+which makes re-running a job after a crash harmless.
+"""
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass
+
+from flight.store.onboard_db import OnboardDb
+
+
+class DuplicateJobError(ValueError):
+    """A different job with the same id is already stored."""
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: int
+    prompt: str
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class PendingResult:
+    job_id: int
+    result_octets: int
+    crc32: int
+    segment_count: int
+    acked: frozenset[int]
+
+
+def _bits(bitmap: bytes) -> frozenset[int]:
+    return frozenset(i for i in range(len(bitmap) * 8) if bitmap[i // 8] >> (i % 8) & 1)
+
+
+class ResultStore:
+    def __init__(self, db: OnboardDb, segment_octets: int):
+        self._db = db
+        self.segment_octets = segment_octets
+
+    def add_job(self, job: Job) -> bool:
+        """Store a queued job; False if this very job is already stored (idempotent resubmission)."""
+        with self._db.transaction() as conn:
+            row = conn.execute("SELECT prompt, max_tokens FROM jobs WHERE job_id = ?", (job.job_id,)).fetchone()
+            if row is not None:
+                if tuple(row) != (job.prompt, job.max_tokens):
+                    raise DuplicateJobError(f"job {job.job_id} already exists with other arguments")
+                return False
+            conn.execute(
+                "INSERT INTO jobs (job_id, prompt, max_tokens, state, submitted) VALUES (?, ?, ?, 'queued', ?)",
+                (job.job_id, job.prompt, job.max_tokens, time.time()),
+            )
+            return True
+
+    def queued_jobs(self) -> list[Job]:
+        rows = self._db.query("SELECT job_id, prompt, max_tokens FROM jobs WHERE state = 'queued' ORDER BY submitted, job_id")
+        return [Job(*row) for row in rows]
+
+    def queue_depth(self) -> int:
+        return self._db.query("SELECT count(*) FROM jobs WHERE state = 'queued'")[0][0]
+
+    def store_result(self, job_id: int, data: bytes) -> bool:
+        """Persist a job's result and mark the job done, atomically; False if it already had one."""
+        segment_count = max(1, -(-len(data) // self.segment_octets))
+        with self._db.transaction() as conn:
+            if conn.execute("SELECT 1 FROM results WHERE job_id = ?", (job_id,)).fetchone():
+                return False
+            conn.execute(
+                "INSERT INTO results (job_id, data, crc32, segment_count, acked, stored) VALUES (?, ?, ?, ?, ?, ?)",
+                (job_id, data, zlib.crc32(data), segment_count, bytes(-(-segment_count // 8)), time.time()),
+            )
+            conn.execute("UPDATE jobs SET state = 'done' WHERE job_id = ?", (job_id,))
+            return True
+
+    def fail_job(self, job_id: int) -> None:
+        with self._db.transaction() as conn:
+            conn.execute("UPDATE jobs SET state = 'failed' WHERE job_id = ? AND state = 'queued'", (job_id,))
+
+    def pending_results(self) -> list[PendingResult]:
+        rows = self._db.query(
+            "SELECT job_id, length(data), crc32, segment_count, acked FROM results WHERE delivered = 0 ORDER BY stored, job_id"
+        )
+        return [PendingResult(job_id, octets, crc, count, _bits(acked)) for job_id, octets, crc, count, acked in rows]
+
+    def pending_result(self, job_id: int) -> PendingResult | None:
+        rows = self._db.query(
+            "SELECT job_id, length(data), crc32, segment_count, acked FROM results WHERE job_id = ? AND delivered = 0",
+            (job_id,),
+        )
+        return PendingResult(*rows[0][:4], _bits(rows[0][4])) if rows else None
+
+    def segment(self, job_id: int, index: int) -> bytes:
+        # substr() on a BLOB slices octets, so a segment is read without loading the result;
+        # on an empty BLOB it gives NULL, hence the coalesce.
+        return self._db.query(
+            "SELECT coalesce(substr(data, ?, ?), X'') FROM results WHERE job_id = ?",
+            (index * self.segment_octets + 1, self.segment_octets, job_id),
+        )[0][0]
+
+    def acknowledge(self, job_id: int, indices: set[int]) -> tuple[frozenset[int], bool]:
+        """Mark segments as held by the ground: (all acked segments now, delivered now)."""
+        with self._db.transaction() as conn:
+            row = conn.execute(
+                "SELECT acked, segment_count, delivered FROM results WHERE job_id = ?", (job_id,)
+            ).fetchone()
+            if row is None or row[2]:
+                return frozenset(), False
+            bitmap, count = bytearray(row[0]), row[1]
+            for index in indices:
+                if 0 <= index < count:
+                    bitmap[index // 8] |= 1 << (index % 8)
+            acked = _bits(bytes(bitmap))
+            delivered = len(acked) == count
+            conn.execute(
+                "UPDATE results SET acked = ?, delivered = ? WHERE job_id = ?", (bytes(bitmap), int(delivered), job_id)
+            )
+            return acked, delivered
+
+    def result(self, job_id: int) -> bytes | None:
+        rows = self._db.query("SELECT data FROM results WHERE job_id = ?", (job_id,))
+        return rows[0][0] if rows else None
+
+    def purge_delivered(self) -> int:
+        with self._db.transaction() as conn:
+            jobs = [row[0] for row in conn.execute("SELECT job_id FROM results WHERE delivered = 1")]
+            conn.executemany("DELETE FROM results WHERE job_id = ?", [(j,) for j in jobs])
+            conn.executemany("DELETE FROM jobs WHERE job_id = ?", [(j,) for j in jobs])
+            return len(jobs)

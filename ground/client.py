@@ -1,0 +1,374 @@
+"""The ground client library: what scripts and integration tests use to fly the spacecraft.
+
+In the spirit of F Prime's integration-test API:
+
+    with GroundClient("/dev/ttyUSB0", keys="link-keys.json", archive="ground.sqlite") as gc:
+        gc.send_and_await_completion("LINK_PING", token=7)
+        gc.await_telemetry("LINK_CONTACT", lambda v: v is True, timeout=10)
+        gc.await_event("CMD_NOOP_RECEIVED", timeout=5)
+        job = gc.submit_job("Why run inference in orbit?", max_tokens=64)
+        text = gc.await_result(job, timeout=60)
+
+Everything received is kept in a history that the await_* calls search (from the last
+clear_histories(), or from a given index) until a match or the timeout. Result segments are
+deduplicated, reassembled and archived; a SACK goes up every sack_interval_s, which doubles as
+the keep-alive that tells the flight the ground is listening.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import serial
+
+from flight.link.codec import LinkError, PacketCodec, TmPacket
+from flight.link.dictionary import Dictionary, ValueCheckError, load_dictionary
+from flight.link.framing import Deframer, frame
+from flight.link.keys import KeyRing
+from flight.link.serial_port import SerialPort
+from flight.link.spacepacket import SEQ_COUNT_MODULO, SequenceCounters
+from ground.archive import GroundArchive
+from ground.result_assembly import ResultAssembler
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+HISTORY_LIMIT = 100_000
+# Headers, security header, MAC, CRC and the body's outer array, with room to spare.
+SACK_PACKET_OVERHEAD = 64
+
+
+@dataclass(frozen=True)
+class Received:
+    index: int
+    received: float  # ground Unix time
+    packet: TmPacket
+
+
+@dataclass(frozen=True)
+class ChannelReading:
+    name: str
+    value: Any
+    onboard_time: float
+    limit_state: str  # nominal, yellow or red
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    name: str
+    severity: str
+    message: str
+    args: dict[str, Any]
+    onboard_time: float
+
+
+@dataclass(frozen=True)
+class CommandHandle:
+    name: str
+    opcode: int
+    arsn: int
+    sent_index: int  # history index when it was sent: its responses come after
+
+
+@dataclass(frozen=True)
+class CommandResponse:
+    status: str  # ACCEPTED, REJECTED, COMPLETED, FAILED
+    reason: str
+    data: Any
+    arsn: int | None
+    opcode: int | None
+
+
+class CommandError(Exception):
+    """A command was rejected or failed; .response says how."""
+
+    def __init__(self, name: str, response: CommandResponse):
+        super().__init__(f"{name} {response.status}: {response.reason} {response.data or ''}".rstrip())
+        self.response = response
+
+
+class GroundClient:
+    def __init__(self, port: str, *, keys: KeyRing | str | Path, archive: GroundArchive | str | Path,
+                 baud: int = 115200, spi: int | None = None, sack_interval_s: float = 1.0,
+                 dictionary: Dictionary | None = None):
+        self.dictionary = dictionary or load_dictionary()
+        self.codec = PacketCodec(self.dictionary)
+        self.keys = keys if isinstance(keys, KeyRing) else KeyRing.load(keys)
+        self.spi = self.keys.spis[0] if spi is None else spi
+        if self.keys.get(self.spi) is None:
+            raise ValueError(f"no key for SPI {self.spi}")
+        self.archive = archive if isinstance(archive, GroundArchive) else GroundArchive(archive)
+        self.assembler = ResultAssembler(self.archive, self.dictionary.segment_octets,
+                                         self.dictionary.max_packet_octets - SACK_PACKET_OVERHEAD)
+        self.port = SerialPort(port, baud)
+        self.deframer = Deframer(self.dictionary.max_packet_octets)
+        self.decode_errors: Counter[str] = Counter()
+        self.sequence_gaps = 0
+        self._last_seq: dict[int, int] = {}
+        self._sequence = SequenceCounters()
+        self._send_lock = threading.Lock()
+        self._sack_interval_s = sack_interval_s
+        self._history: deque[Received] = deque(maxlen=HISTORY_LIMIT)
+        self._next_index = 0
+        self._search_floor = 0
+        self._completed: set[int] = set()
+        self._tokens: dict[int, dict[int, str]] = {}
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._sack_thread = threading.Thread(target=self._run_sacks, name="ground sack", daemon=True)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    def connect(self) -> GroundClient:
+        self.port.start(self._on_bytes)
+        self._sack_thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sack_thread.join(timeout=2.0)
+        self.port.close()
+        self.archive.close()
+
+    def __enter__(self) -> GroundClient:
+        return self.connect()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- commands ------------------------------------------------------------------------------
+    def send_command(self, name: str, *, confirm_hazardous: bool = False, **args: Any) -> CommandHandle:
+        """Validate and send a command by name. Raises KeyError (unknown name), ValueError (bad
+        arguments, or a hazardous command without confirm_hazardous=True)."""
+        command = self.dictionary.command_by_name[name]
+        if command.hazardous and not confirm_hazardous:
+            raise ValueError(f"{name} is hazardous; pass confirm_hazardous=True to send it")
+        values = command.order_args(args)
+        arsn, index = self._send_tc("COMMAND", {"opcode": command.opcode, "args": values})
+        return CommandHandle(name, command.opcode, arsn, index)
+
+    def await_response(self, handle: CommandHandle, statuses: tuple[str, ...] = ("COMPLETED", "FAILED", "REJECTED"),
+                       timeout: float = 10.0) -> CommandResponse:
+        """The first response to handle with a status in statuses.
+
+        A radio that duplicates a frame makes the flight accept the first copy and NACK the
+        second as a REPLAY of the very same ARSN, possibly before the first copy completes. So a
+        REPLAY rejection is only returned if nothing else in statuses arrives before the timeout.
+        """
+        replayed: list[CommandResponse] = []
+
+        def match(item: Received) -> CommandResponse | None:
+            if item.packet.name != "CMD_RESPONSE" or item.packet.fields["arsn"] != handle.arsn:
+                return None
+            response = self._response(item.packet)
+            if response.status == "REJECTED" and response.reason == "REPLAY":
+                replayed.append(response)
+                return None
+            return response if response.status in statuses else None
+
+        try:
+            return self._wait(match, timeout, handle.sent_index, f"{handle.name} response in {statuses}")
+        except TimeoutError:
+            if replayed and "REJECTED" in statuses:
+                return replayed[0]
+            raise
+
+    def send_and_await_completion(self, name: str, *, timeout: float = 10.0, confirm_hazardous: bool = False,
+                                  **args: Any) -> CommandResponse:
+        """Send, then wait for the outcome; raises CommandError unless it COMPLETED."""
+        handle = self.send_command(name, confirm_hazardous=confirm_hazardous, **args)
+        response = self.await_response(handle, timeout=timeout)
+        if response.status != "COMPLETED":
+            raise CommandError(name, response)
+        return response
+
+    def send_packet(self, packet: bytes) -> None:
+        """Frame and send an already encoded packet, as is (tests use it to send bad ones)."""
+        with self._send_lock:
+            self.port.write(frame(packet))
+
+    def send_bytes(self, data: bytes) -> None:
+        """Write raw bytes to the line, unframed."""
+        with self._send_lock:
+            self.port.write(data)
+
+    def encode_tc(self, kind: str, fields: dict[str, Any], *, arsn: int | None = None, key: bytes | None = None,
+                  spi: int | None = None) -> bytes:
+        """An authenticated TC packet with this client's next ARSN and sequence count (or the given ones)."""
+        spi = self.spi if spi is None else spi
+        key = self.keys.get(spi) if key is None else key
+        if key is None:
+            raise ValueError(f"no key for SPI {spi}")
+        apid = self.dictionary.packet(kind).apid
+        return self.codec.encode_tc(kind, fields, self._sequence.take(apid), spi=spi,
+                                    arsn=self.archive.next_arsn(spi) if arsn is None else arsn, key=key)
+
+    def _send_tc(self, kind: str, fields: dict[str, Any]) -> tuple[int, int]:
+        with self._send_lock:
+            arsn = self.archive.next_arsn(self.spi)
+            packet = self.encode_tc(kind, fields, arsn=arsn)
+            with self._cond:
+                index = self._next_index
+            self.port.write(frame(packet))
+        return arsn, index
+
+    def _response(self, packet: TmPacket) -> CommandResponse:
+        f = self.dictionary.enums
+        return CommandResponse(f["CMD_STATUS"].name_of(packet.fields["status"]), f["REASON"].name_of(packet.fields["reason"]),
+                               packet.fields["data"], packet.fields["arsn"], packet.fields["opcode"])
+
+    # --- telemetry and events ------------------------------------------------------------------
+    def history_index(self) -> int:
+        """Index the next received packet will get; pass it as `since` to search only what follows."""
+        with self._cond:
+            return self._next_index
+
+    def clear_histories(self) -> None:
+        """Make later await_* calls without `since` ignore everything received so far."""
+        with self._cond:
+            self._search_floor = self._next_index
+
+    def await_packet(self, predicate: Callable[[TmPacket], bool], timeout: float = 10.0,
+                     since: int | None = None) -> Received:
+        return self._wait(lambda item: item if predicate(item.packet) else None, timeout, since, "matching packet")
+
+    def await_telemetry(self, channel: str, predicate: Callable[[Any], bool] | None = None, timeout: float = 10.0,
+                        since: int | None = None) -> ChannelReading:
+        definition = self.dictionary.channel_by_name[channel]
+
+        def match(item: Received) -> ChannelReading | None:
+            if item.packet.name != "HK" or definition.id not in item.packet.fields["channels"]:
+                return None
+            value = item.packet.fields["channels"][definition.id]
+            if predicate is not None and not predicate(value):
+                return None
+            return ChannelReading(channel, value, item.packet.time.to_unix(), definition.limit_state(value))
+
+        return self._wait(match, timeout, since, f"telemetry {channel}")
+
+    def await_event(self, name: str, predicate: Callable[[EventRecord], bool] | None = None, timeout: float = 10.0,
+                    since: int | None = None) -> EventRecord:
+        definition = self.dictionary.event_by_name[name]
+
+        def match(item: Received) -> EventRecord | None:
+            if item.packet.name != "EVENT" or item.packet.fields["event_id"] != definition.id:
+                return None
+            record = self.event_record(item.packet)
+            return record if predicate is None or predicate(record) else None
+
+        return self._wait(match, timeout, since, f"event {name}")
+
+    def event_record(self, packet: TmPacket) -> EventRecord:
+        event = self.dictionary.event_by_id[packet.fields["event_id"]]
+        args = dict(zip((a.name for a in event.args), packet.fields["args"]))
+        return EventRecord(event.name, event.severity, self.dictionary.format_event(event, packet.fields["args"]), args,
+                           packet.time.to_unix())
+
+    def _wait(self, match: Callable[[Received], T | None], timeout: float, since: int | None, what: str) -> T:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            index = self._search_floor if since is None else since
+            while True:
+                oldest = self._next_index - len(self._history)
+                index = max(index, oldest)
+                while index < self._next_index:
+                    found = match(self._history[index - oldest])
+                    index += 1
+                    if found is not None:
+                        return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no {what} within {timeout} s")
+                self._cond.wait(remaining)
+
+    # --- jobs ----------------------------------------------------------------------------------
+    def submit_job(self, prompt: str, max_tokens: int, *, job_id: int | None = None, timeout: float = 10.0,
+                   attempts: int = 3) -> int:
+        """Submit a job and wait until the flight has stored it; returns its job id. Resubmission
+        with the same id is idempotent onboard, so a lost response (or a command the radio
+        reordered behind a newer ARSN, NACKed as REPLAY) is simply retried."""
+        job_id = self.archive.next_job_id() if job_id is None else job_id
+        self.dictionary.command_by_name["JOB_SUBMIT"].order_args(
+            {"job_id": job_id, "max_tokens": max_tokens, "prompt": prompt})
+        self.archive.record_job(job_id, prompt, max_tokens)
+        for attempt in range(1, attempts + 1):
+            try:
+                self.send_and_await_completion("JOB_SUBMIT", timeout=timeout, job_id=job_id, max_tokens=max_tokens,
+                                               prompt=prompt)
+                return job_id
+            except TimeoutError:
+                if attempt == attempts:
+                    raise
+            except CommandError as exc:
+                # A REPLAY here means the uplink reordered or duplicated our own packets.
+                if exc.response.reason != "REPLAY" or attempt == attempts:
+                    raise
+            log.warning("JOB_SUBMIT %d: no completion (attempt %d of %d), resubmitting", job_id, attempt, attempts)
+        raise ValueError("attempts must be at least 1")
+
+    def await_result(self, job_id: int, timeout: float = 60.0) -> bytes:
+        deadline = time.monotonic() + timeout
+        stored = self.archive.result(job_id)
+        if stored is not None:
+            return stored
+        with self._cond:
+            while job_id not in self._completed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no result for job {job_id} within {timeout} s")
+                self._cond.wait(remaining)
+        return self.archive.result(job_id)  # type: ignore[return-value]
+
+    def results(self) -> dict[int, bytes]:
+        return self.archive.results()
+
+    def streamed_text(self, job_id: int) -> str:
+        """The token stream received so far for a job (best-effort; gaps where chunks were lost)."""
+        with self._cond:
+            chunks = self._tokens.get(job_id, {})
+            return "".join(chunks[first] for first in sorted(chunks))
+
+    # --- receive path --------------------------------------------------------------------------
+    def _on_bytes(self, data: bytes) -> None:
+        try:
+            for raw in self.deframer.feed(data):
+                try:
+                    packet = self.codec.decode_tm(raw)
+                except LinkError as exc:
+                    self.decode_errors[exc.reason] += 1
+                    log.warning("downlink packet rejected: %s", exc)
+                    continue
+                self._take(packet)
+        except Exception:  # a bug here must cost one packet, not the receive thread
+            log.exception("downlink handling fault")
+
+    def _take(self, packet: TmPacket) -> None:
+        apid = packet.kind.apid
+        last = self._last_seq.get(apid)
+        if last is not None and packet.seq_count != (last + 1) % SEQ_COUNT_MODULO:
+            self.sequence_gaps += 1
+        self._last_seq[apid] = packet.seq_count
+        completed = False
+        if packet.name == "JOB_RESULT_SEGMENT":
+            completed = self.assembler.on_segment(packet.fields)
+        elif packet.name == "EVENT":
+            record = self.event_record(packet)
+            self.archive.log_event(record.onboard_time, record.name, record.severity, record.message)
+        with self._cond:
+            if completed:
+                self._completed.add(packet.fields["job_id"])
+            if packet.name == "JOB_TOKENS":
+                self._tokens.setdefault(packet.fields["job_id"], {})[packet.fields["first_index"]] = packet.fields["text"]
+            self._history.append(Received(self._next_index, time.time(), packet))
+            self._next_index += 1
+            self._cond.notify_all()
+
+    def _run_sacks(self) -> None:
+        while not self._stop.wait(self._sack_interval_s):
+            try:
+                self._send_tc("DL_SACK", {"entries": self.assembler.sack_entries()})
+            except (serial.SerialException, OSError, ValueError, ValueCheckError) as exc:
+                log.warning("SACK not sent: %s", exc)

@@ -1,0 +1,45 @@
+"""Small helpers for two-ended tests."""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from flight.link.spacepacket import append_crc
+from ground.client import CommandResponse, GroundClient
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll predicate until it returns something truthy; a wait, not a timing assertion."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached within {timeout} s")
+        time.sleep(0.05)
+
+
+def arsn_of(packet: bytes) -> int:
+    """The ARSN of a TC packet (octets 14..21: after primary header, time and SPI)."""
+    return int.from_bytes(packet[14:22], "big")
+
+
+def resealed(packet: bytes, flip_bit: int) -> bytes:
+    """packet with one bit flipped and a CRC that matches again: tampering, not line noise."""
+    body = bytearray(packet[:-2])
+    body[flip_bit // 8] ^= 1 << (flip_bit % 8)
+    return append_crc(bytes(body))
+
+
+def response_to(ground: GroundClient, arsn: int | None, since: int, status: str = "REJECTED",
+                timeout: float = 10.0) -> CommandResponse:
+    item = ground.await_packet(
+        lambda p: p.name == "CMD_RESPONSE" and p.fields["arsn"] == arsn
+        and ground.dictionary.enums["CMD_STATUS"].name_of(p.fields["status"]) == status,
+        timeout=timeout, since=since)
+    return ground._response(item.packet)
+
+
+def hk_value(ground: GroundClient, channel: str, predicate: Callable[[Any], bool], timeout: float = 10.0) -> Any:
+    return ground.await_telemetry(channel, predicate, timeout=timeout, since=ground.history_index()).value

@@ -1,0 +1,25 @@
+"""One realistic field set per packet kind of the dictionary, for round-trip tests and benchmarks."""
+from __future__ import annotations
+
+from typing import Any
+
+from flight.link.dictionary import Dictionary
+
+
+def samples(d: Dictionary) -> dict[str, dict[str, Any]]:
+    hk = {}
+    for i, channel in enumerate(d.channels):
+        hk[channel.id] = (i % 2 == 0) if channel.type == "bool" else (i * 977) % 60000
+    return {
+        "HK": {"channels": hk},
+        "EVENT": {"event_id": d.event_by_name["CMD_FAILED"].id,
+                  "args": ["JOB_SUBMIT", d.enum_value("REASON", "DUPLICATE_JOB"), "job 7 already exists"]},
+        "CMD_RESPONSE": {"arsn": 2**63 + 5, "seq_count": 16383, "opcode": 0x0201,
+                         "status": d.enum_value("CMD_STATUS", "COMPLETED"), "reason": 0, "data": {"job_id": 7, "new": True}},
+        "JOB_TOKENS": {"job_id": 7, "first_index": 32, "token_ids": list(range(1000, 1032)),
+                       "text": " the quick brown fox jumps over the lazy dog in orbit ünïcödé" * 2},
+        "JOB_RESULT_SEGMENT": {"job_id": 7, "segment": 2, "segment_count": 5, "result_octets": 4500,
+                               "result_crc32": 0xDEADBEEF, "data": bytes(range(256)) * 4},
+        "COMMAND": {"opcode": d.command_by_name["JOB_SUBMIT"].opcode, "args": [7, 64, "Why orbit?"]},
+        "DL_SACK": {"entries": [[7, [[0, 3], [4, 5]]], [8, [[0, 1]]]]},
+    }
