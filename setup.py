@@ -11,7 +11,7 @@ from setuptools import Extension, find_packages, setup
 
 CSRC = Path("csrc")
 engine_sources = ["flight/engine/_engine.pyx"] + sorted(
-    str(p) for p in CSRC.glob("*.c") if p.name != "tk_cli.c"
+    str(p) for p in CSRC.glob("*.c") if p.name != "tk_run.c"  # the standalone runner has its own main()
 )
 
 extensions = [
