@@ -455,36 +455,51 @@ TK_AVX2 static void mm_q4_1_avx2(const void *w, int n_in, int r0, int r1, const 
     mm_q4_avx2(1, w, n_in, r0, r1, x, ldx, ncols, y, ldy);
 }
 
-/* Q8_0 x Q8: maddubs needs one unsigned operand, so multiply |w| by x carrying w's sign. */
-TK_AVX2 TK_INLINE void q8_tile_avx2(const tk_block_q8_0 *w, int nb, int R, const tk_q8 *x,
-                                   int ldx, int C, float *y, int ldy) {
-    __m256 acc[4][4];
+/* Q8_0 x Q8, R rows x one column (decode logits). maddubs needs one unsigned operand, so
+ * multiply |w| by x carrying w's sign. */
+TK_AVX2 TK_INLINE void q8_col_avx2(const tk_block_q8_0 *w, int nb, int R, const tk_q8 *x, float *y) {
+    __m256 acc[4];
     const __m256i ones = _mm256_set1_epi16(1);
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) acc[r][c] = _mm256_setzero_ps();
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
-        __m256i wq[4], wa[4];
-        float wd[4];
-        if (C == 1) /* decode: stream the next tile's rows in ahead, as q4_col_avx2 does */
-            for (int r = 0; r < R; r++) prefetch_at(w, ((size_t)(R + r) * nb + b) * sizeof(tk_block_q8_0));
+        const __m256i xq = _mm256_loadu_si256((const __m256i *)x[b].q);
+        /* stream the next tile's rows in ahead, as q4_col_avx2 does */
+        for (int r = 0; r < R; r++) prefetch_at(w, ((size_t)(R + r) * nb + b) * sizeof(tk_block_q8_0));
         for (int r = 0; r < R; r++) {
             const tk_block_q8_0 *blk = w + (size_t)r * nb + b;
-            wq[r] = _mm256_loadu_si256((const __m256i *)blk->qs);
-            wa[r] = _mm256_sign_epi8(wq[r], wq[r]);
-            wd[r] = _cvtsh_ss(blk->d);
-        }
-        for (int c = 0; c < C; c++) {
-            const tk_q8 *xb = x + (size_t)c * ldx + b;
-            __m256i xq = _mm256_loadu_si256((const __m256i *)xb->q);
-            for (int r = 0; r < R; r++) {
-                __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wa[r], _mm256_sign_epi8(xq, wq[r])), ones);
-                acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(wd[r] * xb->d), _mm256_cvtepi32_ps(p),
-                                            acc[r][c]);
-            }
+            const __m256i wq = _mm256_loadu_si256((const __m256i *)blk->qs);
+            const __m256i p = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(xq, wq)), ones);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(blk->d) * x[b].d), _mm256_cvtepi32_ps(p), acc[r]);
         }
     }
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) y[(size_t)c * ldy + r] = hsum8(acc[r][c]);
+    for (int r = 0; r < R; r++) y[r] = hsum8(acc[r]);
+}
+
+/* One Q8_0 weight row x 4 activation columns, accumulators in registers (batched logits). */
+TK_AVX2 TK_INLINE void q8_row_x4_avx2(const tk_block_q8_0 *row, const tk_q8 *x, int ldx, int nb,
+                                     float *y, int ldy) {
+    const tk_q8 *x0 = x, *x1 = x + ldx, *x2 = x + 2 * (size_t)ldx, *x3 = x + 3 * (size_t)ldx;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int b = 0; b < nb; b++) {
+        const __m256i wq = _mm256_loadu_si256((const __m256i *)row[b].qs);
+        const __m256i wa = _mm256_sign_epi8(wq, wq);
+        const float d = _cvtsh_ss(row[b].d);
+#define Q8_COL(acc, xc)                                                                          \
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * xc[b].d),                                       \
+                              _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(wa,      \
+                                  _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xc[b].q), wq)), ones)), acc);
+        Q8_COL(a0, x0)
+        Q8_COL(a1, x1)
+        Q8_COL(a2, x2)
+        Q8_COL(a3, x3)
+#undef Q8_COL
+    }
+    y[0] = hsum8(a0);
+    y[(size_t)ldy] = hsum8(a1);
+    y[2 * (size_t)ldy] = hsum8(a2);
+    y[3 * (size_t)ldy] = hsum8(a3);
 }
 
 TK_AVX2 static void mm_q8_0_avx2(const void *w, int n_in, int r0, int r1, const void *xv, int ldx,
@@ -493,19 +508,15 @@ TK_AVX2 static void mm_q8_0_avx2(const void *w, int n_in, int r0, int r1, const 
     const tk_block_q8_0 *wb = w;
     const tk_q8 *x = xv;
     int c = 0;
-    for (; c + 4 <= ncols; c += 4) {
-        int r = r0;
-        for (; r + 2 <= r1; r += 2)
-            q8_tile_avx2(wb + (size_t)r * nb, nb, 2, x + (size_t)c * ldx, ldx, 4, y + (size_t)c * ldy + r, ldy);
-        for (; r < r1; r++)
-            q8_tile_avx2(wb + (size_t)r * nb, nb, 1, x + (size_t)c * ldx, ldx, 4, y + (size_t)c * ldy + r, ldy);
-    }
+    for (; c + 4 <= ncols; c += 4)
+        for (int r = r0; r < r1; r++)
+            q8_row_x4_avx2(wb + (size_t)r * nb, x + (size_t)c * ldx, ldx, nb, y + (size_t)c * ldy + r, ldy);
     for (; c < ncols; c++) {
         int r = r0;
         for (; r + 4 <= r1; r += 4)
-            q8_tile_avx2(wb + (size_t)r * nb, nb, 4, x + (size_t)c * ldx, ldx, 1, y + (size_t)c * ldy + r, ldy);
+            q8_col_avx2(wb + (size_t)r * nb, nb, 4, x + (size_t)c * ldx, y + (size_t)c * ldy + r);
         for (; r < r1; r++)
-            q8_tile_avx2(wb + (size_t)r * nb, nb, 1, x + (size_t)c * ldx, ldx, 1, y + (size_t)c * ldy + r, ldy);
+            q8_col_avx2(wb + (size_t)r * nb, nb, 1, x + (size_t)c * ldx, y + (size_t)c * ldy + r);
     }
 }
 
