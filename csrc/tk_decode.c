@@ -5,7 +5,6 @@
  */
 #include "tk_internal.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -35,18 +34,10 @@ struct tk_decoder {
     char err[TK_ERR_LEN];
 };
 
-static int fail(char *err, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, TK_ERR_LEN, fmt, ap);
-    va_end(ap);
-    return TK_ERR;
-}
-
 int tk_decoder_new(tk_decoder **out, tk_model *m, char err[TK_ERR_LEN]) {
     *out = NULL;
     tk_decoder *d = calloc(1, sizeof *d);
-    if (!d) return fail(err, "out of memory");
+    if (!d) return tk_fail(err, "out of memory");
     d->m = m;
     d->c = tk_model_config(m);
     d->n_ctx = tk_model_n_ctx(m);
@@ -59,7 +50,7 @@ int tk_decoder_new(tk_decoder **out, tk_model *m, char err[TK_ERR_LEN]) {
     d->scratch = calloc((size_t)d->c->vocab, sizeof *d->scratch);
     if (!d->slots || !d->token_store || !d->rows || !d->row_slot || !d->scratch) {
         tk_decoder_free(d);
-        return fail(err, "out of memory allocating the decoder");
+        return tk_fail(err, "out of memory allocating the decoder");
     }
     for (int s = 0; s < d->n_slots; s++) d->slots[s].tokens = d->token_store + (size_t)s * d->n_ctx;
     *out = d;
@@ -80,7 +71,7 @@ const char *tk_decoder_error(const tk_decoder *d) { return d->err; }
 
 static int forward(tk_decoder *d, int n) {
     if (tk_model_forward(d->m, d->rows, n) != TK_OK)
-        return fail(d->err, "%s", tk_model_error(d->m));
+        return tk_fail(d->err, "%s", tk_model_error(d->m));
     return TK_OK;
 }
 
@@ -89,13 +80,13 @@ static int forward(tk_decoder *d, int n) {
 static int prefill(tk_decoder *d, int slot, const int *ids, int n, int *n_reused,
                    const float **logits) {
     if (slot < 0 || slot >= d->n_slots)
-        return fail(d->err, "sequence slot %d is outside 0..%d", slot, d->n_slots - 1);
-    if (n < 1) return fail(d->err, "the prompt is empty");
+        return tk_fail(d->err, "sequence slot %d is outside 0..%d", slot, d->n_slots - 1);
+    if (n < 1) return tk_fail(d->err, "the prompt is empty");
     if (n > d->n_ctx)
-        return fail(d->err, "prompt of %d tokens does not fit the context of %d", n, d->n_ctx);
+        return tk_fail(d->err, "prompt of %d tokens does not fit the context of %d", n, d->n_ctx);
     for (int i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= d->c->vocab)
-            return fail(d->err, "token id %d is outside the vocabulary of %d", ids[i], d->c->vocab);
+            return tk_fail(d->err, "token id %d is outside the vocabulary of %d", ids[i], d->c->vocab);
     slot_state *s = &d->slots[slot];
     int keep = 0;
     while (keep < s->n_past && keep < n - 1 && s->tokens[keep] == ids[keep]) keep++;
@@ -120,14 +111,14 @@ static int prefill(tk_decoder *d, int slot, const int *ids, int n, int *n_reused
 int tk_decoder_prefill(tk_decoder *d, int slot, const int *ids, int n, const float **logits) {
     int reused;
     if (slot >= 0 && slot < d->n_slots && d->slots[slot].active)
-        return fail(d->err, "sequence slot %d is in use by the batch", slot);
+        return tk_fail(d->err, "sequence slot %d is in use by the batch", slot);
     return prefill(d, slot, ids, n, &reused, logits);
 }
 
 int tk_decoder_forget(tk_decoder *d, int slot) {
     if (slot < 0 || slot >= d->n_slots)
-        return fail(d->err, "sequence slot %d is outside 0..%d", slot, d->n_slots - 1);
-    if (d->slots[slot].active) return fail(d->err, "sequence slot %d is in use by the batch", slot);
+        return tk_fail(d->err, "sequence slot %d is outside 0..%d", slot, d->n_slots - 1);
+    if (d->slots[slot].active) return tk_fail(d->err, "sequence slot %d is in use by the batch", slot);
     d->slots[slot].n_past = 0;
     return TK_OK;
 }
@@ -139,13 +130,13 @@ static int is_eos(const int *eos, int n_eos, int tok) {
 }
 
 static int check_sample_params(tk_decoder *d, const tk_sample_params *sp, int max_new, int n_eos) {
-    if (max_new < 1) return fail(d->err, "max tokens must be at least 1, got %d", max_new);
+    if (max_new < 1) return tk_fail(d->err, "max tokens must be at least 1, got %d", max_new);
     if (!(sp->temperature >= 0.0f) || sp->temperature > 100.0f)
-        return fail(d->err, "temperature must be between 0 and 100, got %g", sp->temperature);
-    if (sp->top_k < 0) return fail(d->err, "top-k must be 0 (off) or positive, got %d", sp->top_k);
+        return tk_fail(d->err, "temperature must be between 0 and 100, got %g", sp->temperature);
+    if (sp->top_k < 0) return tk_fail(d->err, "top-k must be 0 (off) or positive, got %d", sp->top_k);
     if (!(sp->top_p > 0.0f) || sp->top_p > 1.0f)
-        return fail(d->err, "top-p must be in (0, 1], got %g", sp->top_p);
-    if (n_eos < 0 || n_eos > MAX_EOS) return fail(d->err, "at most %d end-of-sequence ids", MAX_EOS);
+        return tk_fail(d->err, "top-p must be in (0, 1], got %g", sp->top_p);
+    if (n_eos < 0 || n_eos > MAX_EOS) return tk_fail(d->err, "at most %d end-of-sequence ids", MAX_EOS);
     return TK_OK;
 }
 
@@ -156,7 +147,7 @@ int tk_decoder_generate(tk_decoder *d, int slot, const int *prompt, int n_prompt
     tk_gen_stats st = {0};
     if (check_sample_params(d, sp, max_new, n_eos)) return TK_ERR;
     if (slot >= 0 && slot < d->n_slots && d->slots[slot].active)
-        return fail(d->err, "sequence slot %d is in use by the batch", slot);
+        return tk_fail(d->err, "sequence slot %d is in use by the batch", slot);
     tk_rng rng;
     tk_rng_seed(&rng, sp->seed);
     const float *logits;
@@ -218,7 +209,7 @@ int tk_batch_join(tk_decoder *d, const int *prompt, int n_prompt, int max_new,
             best_len = k;
         }
     }
-    if (best < 0) return fail(d->err, "all %d sequence slots are busy", d->n_slots);
+    if (best < 0) return tk_fail(d->err, "all %d sequence slots are busy", d->n_slots);
     slot_state *s = &d->slots[best];
     const float *logits;
     int reused;
@@ -286,7 +277,7 @@ int tk_batch_step(tk_decoder *d, int *tokens, int *slots, int *stops, int *n_out
 
 int tk_batch_leave(tk_decoder *d, int slot) {
     if (slot < 0 || slot >= d->n_slots)
-        return fail(d->err, "sequence slot %d is outside 0..%d", slot, d->n_slots - 1);
+        return tk_fail(d->err, "sequence slot %d is outside 0..%d", slot, d->n_slots - 1);
     d->slots[slot].active = 0;
     return TK_OK;
 }

@@ -10,7 +10,7 @@
  * against the bytes that remain before anything is read or allocated.
  */
 #define _GNU_SOURCE
-#include "tk_engine.h"
+#include "tk_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -31,7 +31,8 @@ typedef struct {
     char *err;
 } cursor;
 
-static int fail(char *err, const char *fmt, ...) {
+/* Write one line naming the problem into err; returns TK_ERR so callers can return it. */
+int tk_fail(char *err, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err, TK_ERR_LEN, fmt, ap);
@@ -41,7 +42,7 @@ static int fail(char *err, const char *fmt, ...) {
 
 static int take(cursor *c, size_t n, const uint8_t **out, const char *what) {
     if ((size_t)(c->end - c->p) < n)
-        return fail(c->err, "GGUF truncated: %s needs %zu bytes, %zu are left", what, n,
+        return tk_fail(c->err, "GGUF truncated: %s needs %zu bytes, %zu are left", what, n,
                     (size_t)(c->end - c->p));
     *out = c->p;
     c->p += n;
@@ -66,7 +67,7 @@ static int rd_str(cursor *c, const char **s, uint64_t *len, const char *what) {
     const uint8_t *p = NULL;
     if (rd_u64(c, len, what)) return TK_ERR;
     if (*len > (uint64_t)(c->end - c->p))
-        return fail(c->err, "GGUF corrupt: %s length %llu exceeds the %zu bytes left", what,
+        return tk_fail(c->err, "GGUF corrupt: %s length %llu exceeds the %zu bytes left", what,
                     (unsigned long long)*len, (size_t)(c->end - c->p));
     if (take(c, (size_t)*len, &p, what)) return TK_ERR;
     *s = (const char *)p;
@@ -123,9 +124,9 @@ static int parse_value(cursor *c, tk_gguf_kv *kv, uint64_t **str_pool, uint64_t 
         if (at == TK_GV_STRING) {
             /* each element needs at least its 8-byte length */
             if (n > (uint64_t)(c->end - c->p) / 8)
-                return fail(c->err, "GGUF corrupt: string array of %llu elements cannot fit",
+                return tk_fail(c->err, "GGUF corrupt: string array of %llu elements cannot fit",
                             (unsigned long long)n);
-            if (n > *pool_left) return fail(c->err, "GGUF corrupt: string arrays overflow");
+            if (n > *pool_left) return tk_fail(c->err, "GGUF corrupt: string arrays overflow");
             uint64_t *off = *str_pool;
             for (uint64_t i = 0; i < n; i++) {
                 const char *s;
@@ -139,15 +140,15 @@ static int parse_value(cursor *c, tk_gguf_kv *kv, uint64_t **str_pool, uint64_t 
             return TK_OK;
         }
         size_t es = scalar_size(at);
-        if (es == 0) return fail(c->err, "GGUF corrupt: unsupported array element type %u", at);
+        if (es == 0) return tk_fail(c->err, "GGUF corrupt: unsupported array element type %u", at);
         if (n > (uint64_t)(c->end - c->p) / es)
-            return fail(c->err, "GGUF corrupt: array of %llu elements exceeds the file",
+            return tk_fail(c->err, "GGUF corrupt: array of %llu elements exceeds the file",
                         (unsigned long long)n);
         c->p += n * es;
         return TK_OK;
     }
     size_t es = scalar_size(kv->type);
-    if (es == 0) return fail(c->err, "GGUF corrupt: unknown metadata value type %u", kv->type);
+    if (es == 0) return tk_fail(c->err, "GGUF corrupt: unknown metadata value type %u", kv->type);
     const uint8_t *p = NULL;
     return take(c, es, &p, "metadata value");
 }
@@ -168,7 +169,7 @@ static int count_strings(cursor c, uint64_t n_kv, uint64_t *total) {
             if (rd_u32(&c, &at, "array type") || rd_u64(&c, &n, "array length")) return TK_ERR;
             if (at == TK_GV_STRING) {
                 if (n > (uint64_t)(c.end - c.p) / 8)
-                    return fail(c.err, "GGUF corrupt: string array of %llu elements cannot fit",
+                    return tk_fail(c.err, "GGUF corrupt: string array of %llu elements cannot fit",
                                 (unsigned long long)n);
                 *total += n;
                 for (uint64_t j = 0; j < n; j++) {
@@ -178,9 +179,9 @@ static int count_strings(cursor c, uint64_t n_kv, uint64_t *total) {
                 }
             } else {
                 size_t es = scalar_size(at);
-                if (es == 0) return fail(c.err, "GGUF corrupt: unsupported array element type %u", at);
+                if (es == 0) return tk_fail(c.err, "GGUF corrupt: unsupported array element type %u", at);
                 if (n > (uint64_t)(c.end - c.p) / es)
-                    return fail(c.err, "GGUF corrupt: array of %llu elements exceeds the file",
+                    return tk_fail(c.err, "GGUF corrupt: array of %llu elements exceeds the file",
                                 (unsigned long long)n);
                 c.p += n * es;
             }
@@ -191,7 +192,7 @@ static int count_strings(cursor c, uint64_t n_kv, uint64_t *total) {
         } else {
             size_t es = scalar_size(t);
             const uint8_t *p = NULL;
-            if (es == 0) return fail(c.err, "GGUF corrupt: unknown metadata value type %u", t);
+            if (es == 0) return tk_fail(c.err, "GGUF corrupt: unknown metadata value type %u", t);
             if (take(&c, es, &p, "metadata value")) return TK_ERR;
         }
     }
@@ -202,43 +203,43 @@ int tk_gguf_open(tk_gguf *g, const char *path, char err[TK_ERR_LEN]) {
     memset(g, 0, sizeof *g);
     g->fd = -1;
     g->fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (g->fd < 0) return fail(err, "cannot open model %s: %s", path, strerror(errno));
+    if (g->fd < 0) return tk_fail(err, "cannot open model %s: %s", path, strerror(errno));
     struct stat st;
     if (fstat(g->fd, &st) != 0) {
-        fail(err, "cannot stat model %s: %s", path, strerror(errno));
+        tk_fail(err, "cannot stat model %s: %s", path, strerror(errno));
         goto bad;
     }
     if (!S_ISREG(st.st_mode)) {
-        fail(err, "model %s is not a regular file", path);
+        tk_fail(err, "model %s is not a regular file", path);
         goto bad;
     }
     if (st.st_size < 24) {
-        fail(err, "model %s is not a GGUF file: %lld bytes is shorter than a GGUF header", path,
+        tk_fail(err, "model %s is not a GGUF file: %lld bytes is shorter than a GGUF header", path,
              (long long)st.st_size);
         goto bad;
     }
     g->size = (size_t)st.st_size;
     void *map = mmap(NULL, g->size, PROT_READ, MAP_SHARED, g->fd, 0);
     if (map == MAP_FAILED) {
-        fail(err, "cannot map model %s: %s", path, strerror(errno));
+        tk_fail(err, "cannot map model %s: %s", path, strerror(errno));
         goto bad;
     }
     g->map = map;
 
     cursor c = {g->map, g->map + g->size, err};
     if (memcmp(g->map, "GGUF", 4) != 0) {
-        fail(err, "model %s is not a GGUF file (bad magic)", path);
+        tk_fail(err, "model %s is not a GGUF file (bad magic)", path);
         goto bad;
     }
     c.p += 4;
     if (rd_u32(&c, &g->version, "version")) goto bad;
     if (g->version < 2 || g->version > 3) {
-        fail(err, "model %s: unsupported GGUF version %u (need 2 or 3)", path, g->version);
+        tk_fail(err, "model %s: unsupported GGUF version %u (need 2 or 3)", path, g->version);
         goto bad;
     }
     if (rd_u64(&c, &g->n_tensors, "tensor count") || rd_u64(&c, &g->n_kv, "metadata count")) goto bad;
     if (g->n_kv > GGUF_MAX_KV || g->n_tensors > GGUF_MAX_TENSORS) {
-        fail(err, "GGUF corrupt: %llu metadata entries and %llu tensors is beyond any model",
+        tk_fail(err, "GGUF corrupt: %llu metadata entries and %llu tensors is beyond any model",
              (unsigned long long)g->n_kv, (unsigned long long)g->n_tensors);
         goto bad;
     }
@@ -249,7 +250,7 @@ int tk_gguf_open(tk_gguf *g, const char *path, char err[TK_ERR_LEN]) {
     g->tensors = calloc(g->n_tensors ? g->n_tensors : 1, sizeof *g->tensors);
     g->str_offsets = malloc((n_strings ? n_strings : 1) * sizeof *g->str_offsets);
     if (!g->kv || !g->tensors || !g->str_offsets) {
-        fail(err, "out of memory reading the GGUF tables");
+        tk_fail(err, "out of memory reading the GGUF tables");
         goto bad;
     }
     uint64_t *pool = g->str_offsets, pool_left = n_strings;
@@ -263,7 +264,7 @@ int tk_gguf_open(tk_gguf *g, const char *path, char err[TK_ERR_LEN]) {
             int64_t a;
             if (tk_gguf_get_i64(g, "general.alignment", &a) != TK_OK || a <= 0 || a > 65536 ||
                 (a & (a - 1)) != 0) {
-                fail(err, "GGUF corrupt: general.alignment must be a power of two up to 65536");
+                tk_fail(err, "GGUF corrupt: general.alignment must be a power of two up to 65536");
                 goto bad;
             }
             g->alignment = (uint64_t)a;
@@ -276,7 +277,7 @@ int tk_gguf_open(tk_gguf *g, const char *path, char err[TK_ERR_LEN]) {
             rd_u32(&c, &t->n_dims, "tensor dims"))
             goto bad;
         if (t->n_dims < 1 || t->n_dims > GGUF_MAX_DIMS) {
-            fail(err, "GGUF corrupt: tensor %.*s has %u dimensions", (int)t->name_len, t->name,
+            tk_fail(err, "GGUF corrupt: tensor %.*s has %u dimensions", (int)t->name_len, t->name,
                  t->n_dims);
             goto bad;
         }
@@ -285,7 +286,7 @@ int tk_gguf_open(tk_gguf *g, const char *path, char err[TK_ERR_LEN]) {
         for (uint32_t d = 0; d < t->n_dims; d++) {
             if (rd_u64(&c, &t->ne[d], "tensor shape")) goto bad;
             if (t->ne[d] == 0 || t->ne[d] > ((uint64_t)1 << 40) || n_el > ((uint64_t)1 << 40) / t->ne[d]) {
-                fail(err, "GGUF corrupt: tensor %.*s has an impossible shape", (int)t->name_len,
+                tk_fail(err, "GGUF corrupt: tensor %.*s has an impossible shape", (int)t->name_len,
                      t->name);
                 goto bad;
             }
@@ -294,12 +295,12 @@ int tk_gguf_open(tk_gguf *g, const char *path, char err[TK_ERR_LEN]) {
         uint64_t offset, blk, bpb;
         if (rd_u32(&c, &t->type, "tensor type") || rd_u64(&c, &offset, "tensor offset")) goto bad;
         if (type_layout(t->type, &blk, &bpb) != TK_OK) {
-            fail(err, "unsupported tensor type %s (%u) for %.*s: supported are F32, F16, Q4_0, Q4_1, Q8_0",
+            tk_fail(err, "unsupported tensor type %s (%u) for %.*s: supported are F32, F16, Q4_0, Q4_1, Q8_0",
                  tk_type_name(t->type), t->type, (int)t->name_len, t->name);
             goto bad;
         }
         if (t->ne[0] % blk != 0) {
-            fail(err, "GGUF corrupt: tensor %.*s row length %llu is not a multiple of the %s block (%llu)",
+            tk_fail(err, "GGUF corrupt: tensor %.*s row length %llu is not a multiple of the %s block (%llu)",
                  (int)t->name_len, t->name, (unsigned long long)t->ne[0], tk_type_name(t->type),
                  (unsigned long long)blk);
             goto bad;
@@ -312,20 +313,20 @@ int tk_gguf_open(tk_gguf *g, const char *path, char err[TK_ERR_LEN]) {
     size_t header_end = (size_t)(c.p - g->map);
     size_t data_start = (header_end + g->alignment - 1) / g->alignment * g->alignment;
     if (data_start > g->size) {
-        fail(err, "GGUF truncated: no tensor data section");
+        tk_fail(err, "GGUF truncated: no tensor data section");
         goto bad;
     }
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         tk_gguf_tensor *t = &g->tensors[i];
         uint64_t offset = (uint64_t)(uintptr_t)t->data;
         if (offset % g->alignment != 0) {
-            fail(err, "GGUF corrupt: tensor %.*s offset %llu is not aligned to %llu",
+            tk_fail(err, "GGUF corrupt: tensor %.*s offset %llu is not aligned to %llu",
                  (int)t->name_len, t->name, (unsigned long long)offset,
                  (unsigned long long)g->alignment);
             goto bad;
         }
         if (offset > g->size - data_start || t->n_bytes > g->size - data_start - offset) {
-            fail(err, "GGUF truncated: tensor %.*s (%llu bytes at %llu) runs past the end of the file",
+            tk_fail(err, "GGUF truncated: tensor %.*s (%llu bytes at %llu) runs past the end of the file",
                  (int)t->name_len, t->name, (unsigned long long)t->n_bytes,
                  (unsigned long long)offset);
             goto bad;

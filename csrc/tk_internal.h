@@ -56,4 +56,7 @@ int  tk_pool_size(const tk_pool *p);
 
 double tk_now(void);
 
+/* Write one line naming the problem into err (TK_ERR_LEN bytes); returns TK_ERR. */
+int tk_fail(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 #endif /* TK_INTERNAL_H */

@@ -10,7 +10,6 @@
 #include "tk_internal.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -56,14 +55,6 @@ struct tk_model {
     char err[TK_ERR_LEN];
 };
 
-static int fail(char *err, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, TK_ERR_LEN, fmt, ap);
-    va_end(ap);
-    return TK_ERR;
-}
-
 /* ----------------------------------------------------------------------------------------- */
 /* Load */
 
@@ -73,12 +64,12 @@ static int get_int(tk_model *m, const char *arch, const char *name, int required
     int64_t v;
     snprintf(key, sizeof key, "%s.%s", arch, name);
     if (tk_gguf_get_i64(&m->gguf, key, &v) != TK_OK) {
-        if (tk_gguf_find(&m->gguf, key)) return fail(err, "metadata %s is not an integer", key);
-        if (required) return fail(err, "metadata %s is missing", key);
+        if (tk_gguf_find(&m->gguf, key)) return tk_fail(err, "metadata %s is not an integer", key);
+        if (required) return tk_fail(err, "metadata %s is missing", key);
         *out = def;
         return TK_OK;
     }
-    if (v < 1 || v > (1 << 24)) return fail(err, "metadata %s = %lld is out of range", key, (long long)v);
+    if (v < 1 || v > (1 << 24)) return tk_fail(err, "metadata %s = %lld is out of range", key, (long long)v);
     *out = (int)v;
     return TK_OK;
 }
@@ -89,10 +80,10 @@ static int get_float(tk_model *m, const char *arch, const char *name, double def
     double v;
     snprintf(key, sizeof key, "%s.%s", arch, name);
     if (tk_gguf_get_f64(&m->gguf, key, &v) != TK_OK) {
-        if (tk_gguf_find(&m->gguf, key)) return fail(err, "metadata %s is not a number", key);
+        if (tk_gguf_find(&m->gguf, key)) return tk_fail(err, "metadata %s is not a number", key);
         v = def;
     }
-    if (!(v > 0.0) || !isfinite(v)) return fail(err, "metadata %s = %g is out of range", key, v);
+    if (!(v > 0.0) || !isfinite(v)) return tk_fail(err, "metadata %s = %g is out of range", key, v);
     *out = (float)v;
     return TK_OK;
 }
@@ -102,9 +93,9 @@ static int read_config(tk_model *m, char *err) {
     const char *s;
     uint64_t len;
     if (tk_gguf_get_str(&m->gguf, "general.architecture", &s, &len) != TK_OK)
-        return fail(err, "metadata general.architecture is missing");
+        return tk_fail(err, "metadata general.architecture is missing");
     if (len != 5 || memcmp(s, "llama", 5) != 0)
-        return fail(err, "unsupported architecture '%.*s': this engine runs llama", (int)(len < 64 ? len : 64), s);
+        return tk_fail(err, "unsupported architecture '%.*s': this engine runs llama", (int)(len < 64 ? len : 64), s);
     const char *a = "llama";
     if (get_int(m, a, "block_count", 1, 0, &c->n_layers, err) ||
         get_int(m, a, "embedding_length", 1, 0, &c->dim, err) ||
@@ -116,15 +107,15 @@ static int read_config(tk_model *m, char *err) {
         get_float(m, a, "attention.layer_norm_rms_epsilon", 1e-5, &c->norm_eps, err))
         return TK_ERR;
     if (c->dim % c->n_heads != 0)
-        return fail(err, "embedding_length %d is not a multiple of head_count %d", c->dim, c->n_heads);
+        return tk_fail(err, "embedding_length %d is not a multiple of head_count %d", c->dim, c->n_heads);
     c->head_dim = c->dim / c->n_heads;
     if (get_int(m, a, "attention.key_length", 0, c->head_dim, &c->head_dim, err)) return TK_ERR;
     if (c->n_kv_heads > c->n_heads || c->n_heads % c->n_kv_heads != 0)
-        return fail(err, "head_count %d is not a multiple of head_count_kv %d", c->n_heads, c->n_kv_heads);
-    if (c->head_dim % 2 != 0) return fail(err, "head size %d is odd: RoPE needs pairs", c->head_dim);
+        return tk_fail(err, "head_count %d is not a multiple of head_count_kv %d", c->n_heads, c->n_kv_heads);
+    if (c->head_dim % 2 != 0) return tk_fail(err, "head size %d is odd: RoPE needs pairs", c->head_dim);
     if (get_int(m, a, "rope.dimension_count", 0, c->head_dim, &c->rope_dim, err)) return TK_ERR;
     if (c->rope_dim > c->head_dim || c->rope_dim % 2 != 0)
-        return fail(err, "rope.dimension_count %d does not fit head size %d", c->rope_dim, c->head_dim);
+        return tk_fail(err, "rope.dimension_count %d does not fit head size %d", c->rope_dim, c->head_dim);
     c->kv_dim = c->n_kv_heads * c->head_dim;
     return TK_OK;
 }
@@ -134,16 +125,16 @@ static int bind(tk_model *m, const char *name, int ne0, int ne1, int optional,
                 const tk_gguf_tensor **out, char *err) {
     const tk_gguf_tensor *t = tk_gguf_tensor_find(&m->gguf, name);
     *out = t;
-    if (!t) return optional ? TK_OK : fail(err, "tensor %s is missing", name);
+    if (!t) return optional ? TK_OK : tk_fail(err, "tensor %s is missing", name);
     int is_vec = ne1 == 0;
     uint64_t want1 = is_vec ? 1 : (uint64_t)ne1;
     if (t->ne[0] != (uint64_t)ne0 || t->ne[1] != want1 || t->ne[2] != 1 || t->ne[3] != 1)
-        return fail(err, "tensor %s has shape [%llu, %llu], expected [%d, %d]", name,
+        return tk_fail(err, "tensor %s has shape [%llu, %llu], expected [%d, %d]", name,
                     (unsigned long long)t->ne[0], (unsigned long long)t->ne[1], ne0, is_vec ? 1 : ne1);
     if (is_vec && t->type != TK_F32)
-        return fail(err, "tensor %s is %s: norm weights must be F32", name, tk_type_name(t->type));
+        return tk_fail(err, "tensor %s is %s: norm weights must be F32", name, tk_type_name(t->type));
     if (!is_vec && !m->k.matmul[t->type])
-        return fail(err, "tensor %s type %s has no %s kernel", name, tk_type_name(t->type),
+        return tk_fail(err, "tensor %s type %s has no %s kernel", name, tk_type_name(t->type),
                     tk_simd_name(m->k.simd));
     m->weight_bytes += t->n_bytes;
     return TK_OK;
@@ -152,12 +143,12 @@ static int bind(tk_model *m, const char *name, int ne0, int ne1, int optional,
 static int bind_tensors(tk_model *m, char *err) {
     const tk_config *c = &m->c;
     const tk_gguf_tensor *embd = tk_gguf_tensor_find(&m->gguf, "token_embd.weight");
-    if (!embd) return fail(err, "tensor token_embd.weight is missing");
-    if (embd->ne[1] < 1 || embd->ne[1] > (1u << 24)) return fail(err, "token_embd.weight has an impossible vocabulary");
+    if (!embd) return tk_fail(err, "tensor token_embd.weight is missing");
+    if (embd->ne[1] < 1 || embd->ne[1] > (1u << 24)) return tk_fail(err, "token_embd.weight has an impossible vocabulary");
     m->c.vocab = (int)embd->ne[1];
     int64_t meta_vocab;
     if (tk_gguf_get_i64(&m->gguf, "llama.vocab_size", &meta_vocab) == TK_OK && meta_vocab != m->c.vocab)
-        return fail(err, "llama.vocab_size %lld disagrees with token_embd.weight's %d rows",
+        return tk_fail(err, "llama.vocab_size %lld disagrees with token_embd.weight's %d rows",
                     (long long)meta_vocab, m->c.vocab);
     if (bind(m, "token_embd.weight", c->dim, c->vocab, 0, &m->tok_embd, err) ||
         bind(m, "output_norm.weight", c->dim, 0, 0, &m->output_norm, err) ||
@@ -165,7 +156,7 @@ static int bind_tensors(tk_model *m, char *err) {
         return TK_ERR;
     if (!m->output) m->output = m->tok_embd; /* tied embeddings: the output reads token_embd */
     m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
-    if (!m->layers) return fail(err, "out of memory binding %d layers", c->n_layers);
+    if (!m->layers) return tk_fail(err, "out of memory binding %d layers", c->n_layers);
     const int qd = c->n_heads * c->head_dim;
     for (int l = 0; l < c->n_layers; l++) {
         tk_layer *L = &m->layers[l];
@@ -205,7 +196,7 @@ static int alloc_buffers(tk_model *m, char *err) {
     m->xq_ld = (max_in + TK_QK - 1) / TK_QK;
     size_t kv = (size_t)c->n_layers * m->n_slots * m->n_ctx * c->kv_dim;
     if (kv / c->n_layers / m->n_slots / m->n_ctx != (size_t)c->kv_dim || kv > MAX_ALLOC / 4)
-        return fail(err, "KV cache for n_ctx %d x %d slots would exceed %zu GiB", m->n_ctx,
+        return tk_fail(err, "KV cache for n_ctx %d x %d slots would exceed %zu GiB", m->n_ctx,
                     m->n_slots, MAX_ALLOC >> 30);
     const size_t T = (size_t)m->n_threads;
     if (!(m->x = alloc_buf(m, R * c->dim, 4)) || !(m->xb = alloc_buf(m, T * R * c->dim, 4)) ||
@@ -221,7 +212,7 @@ static int alloc_buffers(tk_model *m, char *err) {
         !(m->k_cache = alloc_buf(m, kv, 2)) || !(m->v_cache = alloc_buf(m, kv, 2)) ||
         !(m->logits = alloc_buf(m, R * c->vocab, 4)) ||
         !(m->logit_rows = alloc_buf(m, R, sizeof(int))))
-        return fail(err, "out of memory allocating buffers (n_ctx %d, %d slots)", m->n_ctx, m->n_slots);
+        return tk_fail(err, "out of memory allocating buffers (n_ctx %d, %d slots)", m->n_ctx, m->n_slots);
     /* GGUF llama RoPE rotates adjacent pairs (2i, 2i+1) by pos * base^(-2i / rope_dim) */
     const int half = c->rope_dim / 2;
     for (int p = 0; p < m->n_ctx; p++)
@@ -236,21 +227,21 @@ static int alloc_buffers(tk_model *m, char *err) {
 int tk_model_load(tk_model **out, const char *path, const tk_load_params *p, char err[TK_ERR_LEN]) {
     *out = NULL;
     if (p->n_threads < 1 || p->n_threads > MAX_THREADS)
-        return fail(err, "threads must be between 1 and %d, got %d", MAX_THREADS, p->n_threads);
+        return tk_fail(err, "threads must be between 1 and %d, got %d", MAX_THREADS, p->n_threads);
     if (p->n_slots < 1 || p->n_slots > MAX_SLOTS)
-        return fail(err, "batch size (sequence slots) must be between 1 and %d, got %d", MAX_SLOTS, p->n_slots);
-    if (p->n_ctx < 1) return fail(err, "context length must be at least 1, got %d", p->n_ctx);
+        return tk_fail(err, "batch size (sequence slots) must be between 1 and %d, got %d", MAX_SLOTS, p->n_slots);
+    if (p->n_ctx < 1) return tk_fail(err, "context length must be at least 1, got %d", p->n_ctx);
     tk_model *m = calloc(1, sizeof *m);
-    if (!m) return fail(err, "out of memory");
+    if (!m) return tk_fail(err, "out of memory");
     m->gguf.fd = -1;
     if (tk_kernels_init(&m->k, p->simd) != TK_OK) {
-        fail(err, "SIMD path '%s' is not available on this CPU", tk_simd_name(p->simd));
+        tk_fail(err, "SIMD path '%s' is not available on this CPU", tk_simd_name(p->simd));
         goto bad;
     }
     if (tk_gguf_open(&m->gguf, path, err) != TK_OK) goto bad;
     if (read_config(m, err) || bind_tensors(m, err)) goto bad;
     if (p->n_ctx > m->c.train_ctx) {
-        fail(err, "context length %d exceeds the model's %d", p->n_ctx, m->c.train_ctx);
+        tk_fail(err, "context length %d exceeds the model's %d", p->n_ctx, m->c.train_ctx);
         goto bad;
     }
     m->n_threads = p->n_threads;
@@ -259,7 +250,7 @@ int tk_model_load(tk_model **out, const char *path, const tk_load_params *p, cha
     m->max_rows = p->n_slots > PREFILL_CHUNK ? p->n_slots : PREFILL_CHUNK;
     if (alloc_buffers(m, err)) goto bad;
     if (tk_pool_new(&m->pool, m->n_threads) != TK_OK) {
-        fail(err, "cannot start %d worker threads", m->n_threads);
+        tk_fail(err, "cannot start %d worker threads", m->n_threads);
         goto bad;
     }
     *out = m;
@@ -477,16 +468,16 @@ static void forward_worker(void *arg, int tid) {
 
 int tk_model_forward(tk_model *m, const tk_row *rows, int n) {
     if (n < 1 || n > m->max_rows)
-        return fail(m->err, "forward of %d rows: must be between 1 and %d", n, m->max_rows);
+        return tk_fail(m->err, "forward of %d rows: must be between 1 and %d", n, m->max_rows);
     int nl = 0;
     for (int i = 0; i < n; i++) {
         const tk_row *r = &rows[i];
         if (r->token < 0 || r->token >= m->c.vocab)
-            return fail(m->err, "token id %d is outside the vocabulary of %d", r->token, m->c.vocab);
+            return tk_fail(m->err, "token id %d is outside the vocabulary of %d", r->token, m->c.vocab);
         if (r->slot < 0 || r->slot >= m->n_slots)
-            return fail(m->err, "sequence slot %d is outside 0..%d", r->slot, m->n_slots - 1);
+            return tk_fail(m->err, "sequence slot %d is outside 0..%d", r->slot, m->n_slots - 1);
         if (r->pos < 0 || r->pos >= m->n_ctx)
-            return fail(m->err, "position %d is outside the context of %d", r->pos, m->n_ctx);
+            return tk_fail(m->err, "position %d is outside the context of %d", r->pos, m->n_ctx);
         if (r->want_logits) m->logit_rows[nl++] = i;
     }
     m->rows = rows;

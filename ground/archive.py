@@ -11,11 +11,9 @@ ground starting from an empty archive issues numbers above those it used before.
 from __future__ import annotations
 
 import os
-import sqlite3
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+
+from flight.store.sqlite_db import SqliteDb
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -34,28 +32,9 @@ CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, receive
 _U32 = (1 << 32) - 1
 
 
-class GroundArchive:
+class GroundArchive(SqliteDb):
     def __init__(self, path: str | os.PathLike[str]):
-        self.path = os.fspath(path)
-        self._conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
-        self._lock = threading.RLock()
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.executescript(_SCHEMA)
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-
-    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
-        with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+        super().__init__(path, _SCHEMA)
 
     def _next(self, name: str, floor: int, top: int) -> int:
         with self.transaction() as conn:

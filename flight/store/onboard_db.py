@@ -6,10 +6,8 @@ a packet is acknowledged survives a power cut or kill -9 that follows the acknow
 from __future__ import annotations
 
 import os
-import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+
+from flight.store.sqlite_db import SqliteDb
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -33,30 +31,9 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 
-class OnboardDb:
+class OnboardDb(SqliteDb):
     def __init__(self, path: str | os.PathLike[str]):
-        self.path = os.fspath(path)
-        self._conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
-        self._lock = threading.RLock()
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.executescript(_SCHEMA)
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A serialised write transaction, committed (and fsynced) on exit, rolled back on error."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-
-    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
-        with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+        super().__init__(path, _SCHEMA, synchronous_full=True)
 
     def increment_boot_count(self) -> int:
         with self.transaction() as conn:
