@@ -77,3 +77,16 @@ def test_cli_reports_bad_key_file(tmp_path, capsys):
     assert ground_main(["send", "CMD_NOOP", "--port", "loop://", "--keys", str(path),
                         "--archive", str(tmp_path / "a.sqlite")]) == 1
     assert "chmod 600" in capsys.readouterr().err
+
+
+def test_cli_stops_quietly_when_its_reader_goes_away(tmp_path):
+    # `ground monitor | head` closes the pipe under the CLI: no traceback, the shell's 141
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "ground.cli", "keygen", "--out", str(tmp_path / "k.json")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err
