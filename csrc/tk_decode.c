@@ -75,6 +75,13 @@ static int forward(tk_decoder *d, int n) {
     return TK_OK;
 }
 
+/* How many leading ids the slot's cache already holds. */
+static int cached_prefix(const slot_state *s, const int *ids, int n) {
+    int k = 0;
+    while (k < s->n_past && k < n && s->tokens[k] == ids[k]) k++;
+    return k;
+}
+
 /* Evaluate ids on the slot, skipping the prefix its cache already holds; at least the last id
  * is evaluated so its logits are fresh. */
 static int prefill(tk_decoder *d, int slot, const int *ids, int n, int *n_reused,
@@ -88,8 +95,7 @@ static int prefill(tk_decoder *d, int slot, const int *ids, int n, int *n_reused
         if (ids[i] < 0 || ids[i] >= d->c->vocab)
             return tk_fail(d->err, "token id %d is outside the vocabulary of %d", ids[i], d->c->vocab);
     slot_state *s = &d->slots[slot];
-    int keep = 0;
-    while (keep < s->n_past && keep < n - 1 && s->tokens[keep] == ids[keep]) keep++;
+    const int keep = cached_prefix(s, ids, n - 1);
     s->n_past = keep;
     *n_reused = keep;
     for (int start = keep; start < n; start += d->max_rows) {
@@ -202,8 +208,7 @@ int tk_batch_join(tk_decoder *d, const int *prompt, int n_prompt, int max_new,
     for (int i = 0; i < d->n_slots; i++) {
         slot_state *s = &d->slots[i];
         if (s->active) continue;
-        int k = 0;
-        while (k < s->n_past && k < n_prompt && s->tokens[k] == prompt[k]) k++;
+        const int k = cached_prefix(s, prompt, n_prompt);
         if (k > best_len) {
             best = i;
             best_len = k;

@@ -72,9 +72,10 @@ class Engine:
         self._m = model
         self.path = path
         self.config: dict = model.config
-        self.tokenizer = self._build_tokenizer()
+        tokens = model.meta_array("tokenizer.ggml.tokens")
+        self.tokenizer = self._build_tokenizer(tokens)
         self.chat_template: str | None = model.meta_str("tokenizer.chat_template")
-        self.eos_ids = self._end_of_generation_ids()
+        self.eos_ids = self._end_of_generation_ids(tokens)
 
     @classmethod
     def load(
@@ -99,10 +100,9 @@ class Engine:
         n_threads = threads if threads is not None else _cpu_count()
         return cls(CModel(resolved, n_threads, n_ctx, n_batch, simd), resolved)
 
-    def _build_tokenizer(self) -> Tokenizer:
+    def _build_tokenizer(self, tokens: list[str] | None) -> Tokenizer:
         m = self._m
         model = m.meta_str("tokenizer.ggml.model")
-        tokens = m.meta_array("tokenizer.ggml.tokens")
         if model is None or tokens is None:
             raise EngineError("the model has no tokenizer (tokenizer.ggml.model/tokens missing)")
         if len(tokens) != self.config["vocab"]:
@@ -122,10 +122,9 @@ class Engine:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise EngineError(f"tokenizer metadata is invalid: {first}") from None
 
-    def _end_of_generation_ids(self) -> list[int]:
+    def _end_of_generation_ids(self, tokens: list[str]) -> list[int]:
         ids = [self.tokenizer.eos_id]
-        pieces = {tok: i for i, tok in enumerate(self._m.meta_array("tokenizer.ggml.tokens") or [])
-                  if tok in _END_OF_TURN}
+        pieces = {tok: i for i, tok in enumerate(tokens) if tok in _END_OF_TURN}
         for tok in _END_OF_TURN:
             i = pieces.get(tok)
             if i is not None and self.tokenizer.is_control(i) and i not in ids:
