@@ -138,6 +138,16 @@ TK_INLINE float q4_1_offset_row(const uint8_t *row, int nb, const tk_q8 *x, floa
     return acc;
 }
 
+/* A float-weight matmul is one dot product per (row, column); each path supplies its dot. */
+#define FLOAT_MATMUL(name, attr, wtype, dot)                                                     \
+    attr static void name(const void *w, int n_in, int r0, int r1, const void *x, int ldx,      \
+                          int ncols, float *y, int ldy) {                                        \
+        for (int r = r0; r < r1; r++)                                                           \
+            for (int c = 0; c < ncols; c++)                                                     \
+                y[(size_t)c * ldy + r] = dot((const wtype *)w + (size_t)r * n_in,               \
+                                             (const float *)x + (size_t)c * ldx, n_in);         \
+    }
+
 /* ----------------------------------------------------------------------------------------- */
 /* Scalar path */
 
@@ -265,21 +275,9 @@ static void axpy_f16_scalar(float a, const uint16_t *h, float *y, int n) {
     for (; i < n; i++) y[i] += a * tk_fp16_to_fp32(h[i]);
 }
 
-static void mm_f32_scalar(const void *w, int n_in, int r0, int r1, const void *x, int ldx,
-                          int ncols, float *y, int ldy) {
-    for (int r = r0; r < r1; r++)
-        for (int c = 0; c < ncols; c++)
-            y[(size_t)c * ldy + r] = dot_f32_scalar((const float *)w + (size_t)r * n_in,
-                                                    (const float *)x + (size_t)c * ldx, n_in);
-}
+FLOAT_MATMUL(mm_f32_scalar, , float, dot_f32_scalar)
 
-static void mm_f16_scalar(const void *w, int n_in, int r0, int r1, const void *x, int ldx,
-                          int ncols, float *y, int ldy) {
-    for (int r = r0; r < r1; r++)
-        for (int c = 0; c < ncols; c++)
-            y[(size_t)c * ldy + r] = dot_f16_scalar((const uint16_t *)w + (size_t)r * n_in,
-                                                    (const float *)x + (size_t)c * ldx, n_in);
-}
+FLOAT_MATMUL(mm_f16_scalar, , uint16_t, dot_f16_scalar)
 
 /* ----------------------------------------------------------------------------------------- */
 /* AVX2 + FMA + F16C path */
@@ -552,21 +550,9 @@ TK_AVX2 static void axpy_f16_avx2(float a, const uint16_t *h, float *y, int n) {
     for (; i < n; i++) y[i] += a * _cvtsh_ss(h[i]);
 }
 
-TK_AVX2 static void mm_f32_avx2(const void *w, int n_in, int r0, int r1, const void *x, int ldx,
-                                int ncols, float *y, int ldy) {
-    for (int r = r0; r < r1; r++)
-        for (int c = 0; c < ncols; c++)
-            y[(size_t)c * ldy + r] = dot_f32_avx2((const float *)w + (size_t)r * n_in,
-                                                  (const float *)x + (size_t)c * ldx, n_in);
-}
+FLOAT_MATMUL(mm_f32_avx2, TK_AVX2, float, dot_f32_avx2)
 
-TK_AVX2 static void mm_f16_avx2(const void *w, int n_in, int r0, int r1, const void *x, int ldx,
-                                int ncols, float *y, int ldy) {
-    for (int r = r0; r < r1; r++)
-        for (int c = 0; c < ncols; c++)
-            y[(size_t)c * ldy + r] = dot_f16_avx2((const uint16_t *)w + (size_t)r * n_in,
-                                                  (const float *)x + (size_t)c * ldx, n_in);
-}
+FLOAT_MATMUL(mm_f16_avx2, TK_AVX2, uint16_t, dot_f16_avx2)
 
 static int cpu_has_avx2(void) {
     __builtin_cpu_init();
@@ -723,21 +709,9 @@ static void axpy_f16_neon(float a, const uint16_t *h, float *y, int n) {
     for (; i < n; i++) y[i] += a * tk_fp16_to_fp32(h[i]);
 }
 
-static void mm_f16_neon(const void *w, int n_in, int r0, int r1, const void *x, int ldx,
-                        int ncols, float *y, int ldy) {
-    for (int r = r0; r < r1; r++)
-        for (int c = 0; c < ncols; c++)
-            y[(size_t)c * ldy + r] = dot_f16_neon((const uint16_t *)w + (size_t)r * n_in,
-                                                  (const float *)x + (size_t)c * ldx, n_in);
-}
+FLOAT_MATMUL(mm_f16_neon, , uint16_t, dot_f16_neon)
 
-static void mm_f32_neon(const void *w, int n_in, int r0, int r1, const void *x, int ldx,
-                        int ncols, float *y, int ldy) {
-    for (int r = r0; r < r1; r++)
-        for (int c = 0; c < ncols; c++)
-            y[(size_t)c * ldy + r] = dot_f32_neon((const float *)w + (size_t)r * n_in,
-                                                  (const float *)x + (size_t)c * ldx, n_in);
-}
+FLOAT_MATMUL(mm_f32_neon, , float, dot_f32_neon)
 
 #endif /* TK_HAVE_NEON */
 
