@@ -132,6 +132,9 @@ def test_prompt_longer_than_context_is_refused(real_model_path) -> None:
             small.generate("word " * 40, max_tokens=4)
         g = small.generate("one two three", max_tokens=100)
         assert g.stop_reason == "context" and len(g.prompt_tokens) + len(g.tokens) == 17
+        # one prompt token: the most any generation can hand out, a whole context's worth
+        g = small.generate([504], max_tokens=100)
+        assert g.stop_reason == "context" and len(g.tokens) == 16
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -186,6 +189,8 @@ def test_cli_chat_streams_what_the_api_generates(engine: Engine, real_model_path
     (["--max-tokens", "0"], "--max-tokens must be at least 1"),
     (["--simd", "sse9"], "unknown SIMD path"),
     (["--top-p", "2"], "top-p"),
+    (["--max-tokens", "99999999999"], "max tokens 99999999999 is out of range"),
+    (["--top-k", "99999999999"], "top-k 99999999999 is out of range"),
 ])
 def test_cli_bad_arguments_give_one_line(real_model_path, args: list[str], message: str) -> None:
     out = subprocess.run([sys.executable, "-m", "flight.cli", "generate", "--prompt", "hi",

@@ -95,6 +95,16 @@ GV_STRING = 8
 GV_ARRAY = 9
 
 
+def _c_int(str name, value):
+    """value as a C int, or an EngineError naming it: Python ints are unbounded, C's are not."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise EngineError(f"{name} must be an integer, got {value!r}")
+    v = value.__index__()
+    if not -(2**31) <= v < 2**31:
+        raise EngineError(f"{name} {v} is out of range")
+    return v
+
+
 cdef class _IntBuf:
     """A malloc'd int array converted from a Python sequence; freed with the object."""
     cdef int *p
@@ -149,7 +159,7 @@ cdef class CModel:
     cdef int stop_flag
     cdef bint busy
 
-    def __cinit__(self, str path, int threads, int n_ctx, int n_slots, str simd):
+    def __cinit__(self, str path, threads, n_ctx, n_slots, str simd):
         cdef char err[256]
         cdef tk_load_params p
         cdef bytes bpath = path.encode()
@@ -157,9 +167,9 @@ cdef class CModel:
         cdef int rc
         if simd not in SIMD_NAMES:
             raise EngineError(f"unknown SIMD path '{simd}': choose one of {', '.join(SIMD_NAMES)}")
-        p.n_ctx = n_ctx
-        p.n_slots = n_slots
-        p.n_threads = threads
+        p.n_ctx = _c_int("n_ctx", n_ctx)
+        p.n_slots = _c_int("n_batch", n_slots)
+        p.n_threads = _c_int("threads", threads)
         p.simd = SIMD_NAMES[simd]
         err[0] = 0
         with nogil:
@@ -298,16 +308,16 @@ cdef class CModel:
         memcpy(&view[0], logits, vocab * sizeof(float))
         return out
 
-    def generate(self, ids, int max_new, double temperature, int top_k, double top_p, seed,
+    def generate(self, ids, max_new, double temperature, top_k, double top_p, seed,
                  eos_ids, on_token=None, int slot=0):
         """Run the C decode loop; returns (generated ids, stats dict)."""
         self._check()
-        if max_new < 1:
-            raise EngineError(f"max tokens must be at least 1, got {max_new}")
+        cdef int c_max_new = _c_int("max tokens", max_new)
         cdef _IntBuf prompt = _IntBuf(ids)
         cdef _IntBuf eos = _IntBuf(eos_ids)
-        cdef _IntBuf out = _IntBuf([], max_new)
-        cdef tk_sample_params sp = _sample_params(temperature, top_k, top_p, seed)
+        # the loop stops at the context's end, so it never writes more than n_ctx ids
+        cdef _IntBuf out = _IntBuf([], min(c_max_new, tk_model_n_ctx(self.m)))
+        cdef tk_sample_params sp = _sample_params(temperature, _c_int("top-k", top_k), top_p, seed)
         cdef tk_gen_stats st
         cdef _Callback cb = _Callback()
         cdef tk_token_cb cfn = NULL
@@ -321,7 +331,7 @@ cdef class CModel:
         self.busy = True
         try:
             with nogil:
-                rc = tk_decoder_generate(self.d, slot, prompt.p, prompt.n, max_new, &sp, eos.p,
+                rc = tk_decoder_generate(self.d, slot, prompt.p, prompt.n, c_max_new, &sp, eos.p,
                                          eos.n, cfn, user, &self.stop_flag, out.p, &st)
         finally:
             self.busy = False
@@ -347,17 +357,18 @@ cdef class CModel:
 
     # -- batched decoding -----------------------------------------------------------------------
 
-    def batch_join(self, ids, int max_new, double temperature, int top_k, double top_p, seed,
+    def batch_join(self, ids, max_new, double temperature, top_k, double top_p, seed,
                    eos_ids):
         self._check()
+        cdef int c_max_new = _c_int("max tokens", max_new)
         cdef _IntBuf prompt = _IntBuf(ids)
         cdef _IntBuf eos = _IntBuf(eos_ids)
-        cdef tk_sample_params sp = _sample_params(temperature, top_k, top_p, seed)
+        cdef tk_sample_params sp = _sample_params(temperature, _c_int("top-k", top_k), top_p, seed)
         cdef int rc, slot = -1
         self.busy = True
         try:
             with nogil:
-                rc = tk_batch_join(self.d, prompt.p, prompt.n, max_new, &sp, eos.p, eos.n, &slot)
+                rc = tk_batch_join(self.d, prompt.p, prompt.n, c_max_new, &sp, eos.p, eos.n, &slot)
         finally:
             self.busy = False
         if rc != TK_OK:

@@ -92,11 +92,6 @@ class Engine:
         be decoded together (each gets its own KV-cache slot). Both are allocated here, once.
         """
         resolved = str(path) if path is not None else str(default_model_path())
-        for name, value in (("threads", threads), ("n_ctx", n_ctx), ("n_batch", n_batch)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise EngineError(f"{name} must be an integer, got {value!r}")
-            if value is not None and not -(2**31) <= value < 2**31:
-                raise EngineError(f"{name} {value} is out of range")
         n_threads = threads if threads is not None else _cpu_count()
         return cls(CModel(resolved, n_threads, n_ctx, n_batch, simd), resolved)
 
