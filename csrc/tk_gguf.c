@@ -105,9 +105,14 @@ const char *tk_type_name(uint32_t type) {
     return type < sizeof names / sizeof names[0] ? names[type] : "unknown";
 }
 
-/* Parse one metadata value at the cursor, recording where it is. String arrays get an offset
- * table so element i is O(1) later (the tokenizer reads ~100k strings). */
-static int parse_value(cursor *c, tk_gguf_kv *kv, uint64_t **str_pool, uint64_t *pool_left) {
+/* Parse one metadata entry (key, type, value) at the cursor, recording where its value is.
+ * Called twice over the same bytes: first with offsets == NULL to count the elements of all
+ * string arrays, so their offset table is one allocation; then with that table, into which
+ * element i of each string array gets its offset from the array's start (the tokenizer reads
+ * ~100k strings, O(1) each). *n_strings counts the elements seen so far. */
+static int parse_kv(cursor *c, tk_gguf_kv *kv, uint64_t *offsets, uint64_t *n_strings) {
+    if (rd_str(c, &kv->key, &kv->key_len, "metadata key") || rd_u32(c, &kv->type, "metadata type"))
+        return TK_ERR;
     kv->val = c->p;
     if (kv->type == TK_GV_STRING) {
         const char *s;
@@ -126,17 +131,15 @@ static int parse_value(cursor *c, tk_gguf_kv *kv, uint64_t **str_pool, uint64_t 
             if (n > (uint64_t)(c->end - c->p) / 8)
                 return tk_fail(c->err, "GGUF corrupt: string array of %llu elements cannot fit",
                             (unsigned long long)n);
-            if (n > *pool_left) return tk_fail(c->err, "GGUF corrupt: string arrays overflow");
-            uint64_t *off = *str_pool;
+            uint64_t *off = offsets ? offsets + *n_strings : NULL;
             for (uint64_t i = 0; i < n; i++) {
                 const char *s;
                 uint64_t len;
-                off[i] = (uint64_t)(c->p - kv->val);
+                if (off) off[i] = (uint64_t)(c->p - kv->val);
                 if (rd_str(c, &s, &len, "array string")) return TK_ERR;
             }
             kv->str_off = off;
-            *str_pool += n;
-            *pool_left -= n;
+            *n_strings += n;
             return TK_OK;
         }
         size_t es = scalar_size(at);
@@ -155,48 +158,6 @@ static int parse_value(cursor *c, tk_gguf_kv *kv, uint64_t **str_pool, uint64_t 
 
 static int key_eq(const char *s, uint64_t len, const char *key) {
     return strlen(key) == len && memcmp(s, key, len) == 0;
-}
-
-/* Count the string-array elements in a first pass so their offset table is one allocation. */
-static int count_strings(cursor c, uint64_t n_kv, uint64_t *total) {
-    *total = 0;
-    for (uint64_t i = 0; i < n_kv; i++) {
-        const char *k;
-        uint64_t klen, n;
-        uint32_t t, at;
-        if (rd_str(&c, &k, &klen, "metadata key") || rd_u32(&c, &t, "metadata type")) return TK_ERR;
-        if (t == TK_GV_ARRAY) {
-            if (rd_u32(&c, &at, "array type") || rd_u64(&c, &n, "array length")) return TK_ERR;
-            if (at == TK_GV_STRING) {
-                if (n > (uint64_t)(c.end - c.p) / 8)
-                    return tk_fail(c.err, "GGUF corrupt: string array of %llu elements cannot fit",
-                                (unsigned long long)n);
-                *total += n;
-                for (uint64_t j = 0; j < n; j++) {
-                    const char *s;
-                    uint64_t len;
-                    if (rd_str(&c, &s, &len, "array string")) return TK_ERR;
-                }
-            } else {
-                size_t es = scalar_size(at);
-                if (es == 0) return tk_fail(c.err, "GGUF corrupt: unsupported array element type %u", at);
-                if (n > (uint64_t)(c.end - c.p) / es)
-                    return tk_fail(c.err, "GGUF corrupt: array of %llu elements exceeds the file",
-                                (unsigned long long)n);
-                c.p += n * es;
-            }
-        } else if (t == TK_GV_STRING) {
-            const char *s;
-            uint64_t len;
-            if (rd_str(&c, &s, &len, "metadata string")) return TK_ERR;
-        } else {
-            size_t es = scalar_size(t);
-            const uint8_t *p = NULL;
-            if (es == 0) return tk_fail(c.err, "GGUF corrupt: unknown metadata value type %u", t);
-            if (take(&c, es, &p, "metadata value")) return TK_ERR;
-        }
-    }
-    return TK_OK;
 }
 
 int tk_gguf_open(tk_gguf *g, const char *path, char err[TK_ERR_LEN]) {
@@ -244,8 +205,12 @@ int tk_gguf_open(tk_gguf *g, const char *path, char err[TK_ERR_LEN]) {
         goto bad;
     }
 
-    uint64_t n_strings;
-    if (count_strings(c, g->n_kv, &n_strings)) goto bad;
+    uint64_t n_strings = 0;
+    cursor counting = c;
+    for (uint64_t i = 0; i < g->n_kv; i++) {
+        tk_gguf_kv scratch;
+        if (parse_kv(&counting, &scratch, NULL, &n_strings)) goto bad;
+    }
     g->kv = calloc(g->n_kv ? g->n_kv : 1, sizeof *g->kv);
     g->tensors = calloc(g->n_tensors ? g->n_tensors : 1, sizeof *g->tensors);
     g->str_offsets = malloc((n_strings ? n_strings : 1) * sizeof *g->str_offsets);
@@ -253,13 +218,11 @@ int tk_gguf_open(tk_gguf *g, const char *path, char err[TK_ERR_LEN]) {
         tk_fail(err, "out of memory reading the GGUF tables");
         goto bad;
     }
-    uint64_t *pool = g->str_offsets, pool_left = n_strings;
+    uint64_t n_recorded = 0;
     g->alignment = 32;
     for (uint64_t i = 0; i < g->n_kv; i++) {
         tk_gguf_kv *kv = &g->kv[i];
-        if (rd_str(&c, &kv->key, &kv->key_len, "metadata key") ||
-            rd_u32(&c, &kv->type, "metadata type") || parse_value(&c, kv, &pool, &pool_left))
-            goto bad;
+        if (parse_kv(&c, kv, g->str_offsets, &n_recorded)) goto bad;
         if (key_eq(kv->key, kv->key_len, "general.alignment")) {
             int64_t a;
             if (tk_gguf_get_i64(g, "general.alignment", &a) != TK_OK || a <= 0 || a > 65536 ||
