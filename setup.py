@@ -36,6 +36,7 @@ setup(
         "console_scripts": [
             "flight = flight.cli:main",
             "ground = ground.cli:main",
+            "hil = hil.cli:main",
         ]
     },
 )

@@ -12,15 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import NoReturn
 
-EXIT_USAGE = 2
-EXIT_FAILURE = 1
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+from flight.link.cli_support import EXIT_FAILURE, OneLineParser
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
@@ -76,8 +69,8 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="flight", description="tokensat onboard software")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog="flight", description="tokensat onboard software")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     _add_generate(sub)
     return parser
 

@@ -5,13 +5,18 @@
 - result segments received, and results reassembled from them (each job's result at most once);
 - the event log.
 
-ARSNs and job ids are floored by the clock (microseconds and seconds since 1970), so even a
-ground starting from an empty archive issues numbers above those it used before.
+ARSNs come from the persisted counter alone, allocated in one SQLite write transaction, so two
+ground processes sharing an archive never use the same one. Not from the clock: a clock far in
+the future would push the node's counter out of reach (the node now also refuses a jump beyond
+its anti-replay window). A ground that lost its archive resynchronises with `ground recover`.
+Job ids are floored by the clock (seconds since 1970) so a fresh archive does not reuse old ids.
 """
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
+from pathlib import Path
 
 from flight.store.sqlite_db import SqliteDb
 
@@ -32,9 +37,25 @@ CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, receive
 _U32 = (1 << 32) - 1
 
 
+class CounterExhausted(ValueError):
+    """A persisted counter has no next value."""
+
+
+class ArchiveError(Exception):
+    """The archive cannot be opened: missing (when it must exist) or not a SQLite database."""
+
+
 class GroundArchive(SqliteDb):
-    def __init__(self, path: str | os.PathLike[str]):
-        super().__init__(path, _SCHEMA)
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True):
+        """Open the archive at path; create=False for readers, which must never create one."""
+        if not create:
+            # SqliteDb opens by path, which creates a missing file, so check first; should the
+            # file vanish in between, the worst outcome is an empty archive.
+            _require_database(path)
+        try:
+            super().__init__(path, _SCHEMA)
+        except sqlite3.Error as exc:
+            raise ArchiveError(f"cannot open archive {os.fspath(path)}: {exc}") from None
 
     def _next(self, name: str, floor: int, top: int) -> int:
         with self.transaction() as conn:
@@ -42,14 +63,24 @@ class GroundArchive(SqliteDb):
             last = int.from_bytes(row[0], "big") if row else 0
             value = max(last + 1, floor)
             if value > top:
-                raise OverflowError(f"{name} exhausted")
-            conn.execute("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                         (name, value.to_bytes(8, "big")))
+                raise CounterExhausted(f"the archive's {name} counter is at its top ({last}); "
+                                       + ("resynchronise it with `ground recover`" if name.startswith("arsn") else
+                                          "start a new archive"))
+            _store_counter(conn, name, value)
             return value
 
     def next_arsn(self, spi: int) -> int:
         """A fresh anti-replay sequence number for spi, committed before it is used."""
-        return self._next(f"arsn:{spi}", time.time_ns() // 1000, (1 << 64) - 1)
+        return self._next(f"arsn:{spi}", 1, (1 << 64) - 1)
+
+    def last_arsn(self, spi: int) -> int:
+        rows = self.query("SELECT value FROM counters WHERE name = ?", (f"arsn:{spi}",))
+        return int.from_bytes(rows[0][0], "big") if rows else 0
+
+    def set_arsn(self, spi: int, last: int) -> None:
+        """Recovery: continue spi's ARSNs after last (the node's counter, as it reported it)."""
+        with self.transaction() as conn:
+            _store_counter(conn, f"arsn:{spi}", last)
 
     def next_job_id(self) -> int:
         return self._next("job_id", int(time.time()), _U32)
@@ -110,3 +141,25 @@ class GroundArchive(SqliteDb):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _require_database(path: str | os.PathLike[str]) -> None:
+    """Raise ArchiveError unless path is an existing SQLite database; creates nothing."""
+    # mode=rw: SQLite's own "open, never create" (plain connect creates a missing file).
+    try:
+        conn = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=rw", uri=True)
+    except sqlite3.Error as exc:
+        if not os.path.exists(path):
+            raise ArchiveError(f"archive {os.fspath(path)} does not exist") from None
+        raise ArchiveError(f"cannot open archive {os.fspath(path)}: {exc}") from None
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads the header: is it SQLite?
+    except sqlite3.Error as exc:
+        raise ArchiveError(f"cannot open archive {os.fspath(path)}: {exc}") from None
+    finally:
+        conn.close()
+
+
+def _store_counter(conn: sqlite3.Connection, name: str, value: int) -> None:
+    conn.execute("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                 (name, value.to_bytes(8, "big")))

@@ -6,52 +6,78 @@
     ground submit --prompt "Why orbit?" --max-tokens 64
     ground collect --duration 600        # stay in contact, acknowledge and archive results
     ground results
+    ground recover --keys recovery-keys.json --target-spi 1   # resynchronise an anti-replay counter
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import sqlite3
 import sys
 import time
 from typing import Any
 
+import serial
+
+from flight.link.cli_support import (
+    EXIT_FAILURE, MAX_LINK_TIMER_S, OneLineParser, baud_rate, seconds, serial_error,
+)
 from flight.link.dictionary import CommandDef, ValueCheckError, load_dictionary
-from flight.link.keys import KeyFileError, write_new_key_file
-from ground.archive import GroundArchive
+from flight.link.keys import OPERATIONS, ROLES, KeyFileError, write_new_key_file
+from ground.archive import ArchiveError, GroundArchive
 from ground.client import CommandError, GroundClient
+
+# Longest wait for a command's completion or a job's result, and longest monitor or collect run
+# (without --duration they run until interrupted): larger values are typing errors.
+MAX_TIMEOUT_S = 24 * 3600.0
+MAX_DURATION_S = 366 * 24 * 3600.0
 
 
 def _connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", default="/dev/ttyUSB0", help="serial device or pyserial URL (loop://, socket://...)")
-    parser.add_argument("--baud", type=int, default=115200)
+    parser.add_argument("--baud", type=baud_rate, default=115200)
     parser.add_argument("--keys", required=True, help="key file made by `ground keygen` (mode 0600)")
     parser.add_argument("--spi", type=int, help="key to use (default: the first in the key file)")
     parser.add_argument("--archive", default="ground-archive.sqlite", help="ground SQLite archive")
-    parser.add_argument("--sack-interval", type=float, default=1.0, help="seconds between acknowledgements")
+    parser.add_argument("--sack-interval", type=seconds(MAX_LINK_TIMER_S), default=1.0,
+                        help="seconds between acknowledgements")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ground", description="tokensat ground station")
-    sub = parser.add_subparsers(dest="action", required=True)
+    parser = OneLineParser(prog="ground", description="tokensat ground station")
+    sub = parser.add_subparsers(dest="action", required=True, parser_class=OneLineParser)
     keygen = sub.add_parser("keygen", help="create a new key file (mode 0600)")
     keygen.add_argument("--out", required=True)
     keygen.add_argument("--spi", type=int, default=1)
+    keygen.add_argument("--role", choices=ROLES, default=OPERATIONS,
+                        help="recovery: a key kept offline, for recovery commands only")
     send = sub.add_parser("send", help="send one command and wait for its completion")
     send.add_argument("command")
     send.add_argument("args", nargs="*", metavar="NAME=VALUE")
-    send.add_argument("--timeout", type=float, default=10.0)
+    send.add_argument("--timeout", type=seconds(MAX_TIMEOUT_S), default=10.0)
     send.add_argument("--confirm-hazardous", action="store_true")
     monitor = sub.add_parser("monitor", help="print housekeeping and events")
-    monitor.add_argument("--duration", type=float, default=float("inf"))
+    monitor.add_argument("--duration", type=seconds(MAX_DURATION_S), default=math.inf,
+                         help="seconds (default: until interrupted)")
     submit = sub.add_parser("submit", help="submit a job and wait for its result")
     submit.add_argument("--prompt", required=True)
     submit.add_argument("--max-tokens", type=int, default=64)
-    submit.add_argument("--timeout", type=float, default=120.0)
+    submit.add_argument("--timeout", type=seconds(MAX_TIMEOUT_S), default=120.0)
     collect = sub.add_parser("collect", help="stay in contact and archive results as they arrive")
-    collect.add_argument("--duration", type=float, default=float("inf"))
+    collect.add_argument("--duration", type=seconds(MAX_DURATION_S), default=math.inf,
+                         help="seconds (default: until interrupted)")
     results = sub.add_parser("results", help="print the results in the archive")
     results.add_argument("--archive", default="ground-archive.sqlite")
-    for name in ("send", "monitor", "submit", "collect"):
+    recover = sub.add_parser("recover", help="resynchronise the node's anti-replay counter of an operations key, "
+                                             "with the offline recovery key (--keys)")
+    recover.add_argument("--target-spi", type=int, required=True, help="the operations key whose counter to set")
+    recover.add_argument("--arsn", type=int, help="the counter's new value (default: the last ARSN this archive "
+                                                  "used for --target-spi)")
+    recover.add_argument("--allow-lower", action="store_true",
+                         help="let the counter move down: packets sent with the ARSNs in between can be replayed")
+    recover.add_argument("--timeout", type=seconds(MAX_TIMEOUT_S), default=10.0)
+    for name in ("send", "monitor", "submit", "collect", "recover"):
         _connection_options(sub.choices[name])
     return parser
 
@@ -67,7 +93,10 @@ def _parse_arg(command: CommandDef, text: str) -> tuple[str, Any]:
         if value.lower() not in ("true", "false"):
             raise ValueError(f"{name}: expected true or false")
         return name, value.lower() == "true"
-    return name, int(value, 0)
+    try:
+        return name, int(value, 0)  # base 0: 0x1F and 0b101 too
+    except ValueError:
+        raise ValueError(f"{name}: expected an integer ({arg.type}), got {value!r}") from None
 
 
 def _client(args: argparse.Namespace) -> GroundClient:
@@ -80,6 +109,9 @@ def _send(args: argparse.Namespace) -> int:
     if command is None:
         raise ValueError(f"unknown command {args.command}; see docs/ICD.md")
     named = dict(_parse_arg(command, text) for text in args.args)
+    # Refused here, before the port or the archive is touched, and in the CLI's own terms.
+    if command.hazardous and not args.confirm_hazardous:
+        raise ValueError(f"{args.command} is hazardous; add --confirm-hazardous to send it")
     with _client(args) as client:
         response = client.send_and_await_completion(args.command, timeout=args.timeout,
                                                     confirm_hazardous=args.confirm_hazardous, **named)
@@ -130,8 +162,21 @@ def _collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recover(args: argparse.Namespace) -> int:
+    if args.arsn is not None and not 0 <= args.arsn < 1 << 64:
+        raise ValueError(f"--arsn must be 0..2^64-1, got {args.arsn}")
+    client = GroundClient(args.port, keys=args.keys, archive=args.archive, baud=args.baud, spi=args.spi,
+                          sack_interval_s=None)  # a recovery key may send nothing but recovery commands
+    with client:
+        data = client.recover_arsn(args.target_spi, last_arsn=args.arsn, allow_lower=args.allow_lower,
+                                   timeout=args.timeout)
+    print(f"SPI {data['spi']}: anti-replay counter {data['previous']} -> {data['last_arsn']}; "
+          f"archive {args.archive} continues from it")
+    return 0
+
+
 def _results(args: argparse.Namespace) -> int:
-    archive = GroundArchive(args.archive)
+    archive = GroundArchive(args.archive, create=False)  # a reader: a wrong path must not leave a new archive
     for job_id, data in archive.results().items():
         print(f"--- job {job_id} ({len(data)} octets)\n{data.decode('utf-8', 'replace')}")
     archive.close()
@@ -140,23 +185,32 @@ def _results(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    actions = {"send": _send, "monitor": _monitor, "submit": _submit, "collect": _collect, "results": _results}
+    actions = {"send": _send, "monitor": _monitor, "submit": _submit, "collect": _collect, "results": _results,
+               "recover": _recover}
     try:
         if args.action == "keygen":
-            write_new_key_file(args.out, args.spi)
+            write_new_key_file(args.out, args.spi, args.role)
             print(f"wrote {args.out} (mode 0600); copy it to the flight computer over a trusted path")
             return 0
         return actions[args.action](args)
-    except (KeyFileError, ValueError, ValueCheckError, CommandError, TimeoutError) as exc:
-        print(f"ground: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
     except BrokenPipeError:
         # the reader went away (e.g. `ground monitor | head`): stop quietly, as Unix tools do;
         # point stdout at devnull so the interpreter's final flush does not fail again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except serial.SerialException as exc:
+        print(f"ground: {serial_error(args.port, exc)}", file=sys.stderr)
+        return EXIT_FAILURE
+    except sqlite3.Error as exc:
+        print(f"ground: archive {args.archive}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    # OverflowError: a number too large for a C call below (a wait, termios) that the option
+    # types let through; OSError includes TimeoutError and a device failing under pyserial.
+    except (KeyFileError, ValueError, ValueCheckError, CommandError, ArchiveError, OverflowError, OSError) as exc:
+        print(f"ground: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

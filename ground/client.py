@@ -11,15 +11,24 @@ In the spirit of F Prime's integration-test API:
 
 Everything received is kept in a history that the await_* calls search (from the last
 clear_histories(), or from a given index) until a match or the timeout. Result segments are
-deduplicated, reassembled and archived; a SACK goes up every sack_interval_s, which doubles as
-the keep-alive that tells the flight the ground is listening.
+deduplicated, reassembled, authenticated and archived; a SACK goes up every sack_interval_s,
+which doubles as the keep-alive that tells the flight the ground is listening, and a last one
+on close acknowledges everything archived.
+
+What is believed of the node: a CMD_RESPONSE only if its MAC verifies with the key of the
+command this client sent with that ARSN (the MAC covers that command's own MAC too), so an
+on-path forger can neither complete nor fail a command. A CMD_REJECTION is unauthenticated:
+anyone can send one for any ARSN, so it is reported only if no authenticated response arrives
+before the timeout, and then marked as such.
+
+ARSNs come from the archive's persisted counter per SPI, never from a clock or from telemetry.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -31,7 +40,8 @@ from flight.link.dictionary import Dictionary, ValueCheckError, load_dictionary
 from flight.link.framing import Deframer, frame
 from flight.link.keys import KeyRing
 from flight.link.serial_port import SerialPort
-from flight.link.spacepacket import SEQ_COUNT_MODULO, SequenceCounters
+from flight.link.sdls import MAC_OCTETS
+from flight.link.spacepacket import CRC_OCTETS, SEQ_COUNT_MODULO, SequenceCounters
 from ground.archive import GroundArchive
 from ground.result_assembly import ResultAssembler
 
@@ -40,6 +50,7 @@ T = TypeVar("T")
 HISTORY_LIMIT = 100_000
 # Headers, security header, MAC, CRC and the body's outer array, with room to spare.
 SACK_PACKET_OVERHEAD = 64
+SENT_MEMORY = 4096  # commands whose responses this client can still authenticate
 
 
 @dataclass(frozen=True)
@@ -81,29 +92,43 @@ class CommandResponse:
     data: Any
     arsn: int | None
     opcode: int | None
+    authenticated: bool = True  # False: an unauthenticated CMD_REJECTION, not tied to our packet
 
 
 class CommandError(Exception):
     """A command was rejected or failed; .response says how."""
 
     def __init__(self, name: str, response: CommandResponse):
-        super().__init__(f"{name} {response.status}: {response.reason} {response.data or ''}".rstrip())
+        text = f"{name} {response.status}: {response.reason} {response.data or ''}".rstrip()
+        if not response.authenticated:
+            text = (f"{name}: no authenticated response; an unauthenticated rejection ({response.reason}: "
+                    f"{response.data}) cannot be tied to our packet, so the command may still have run")
+        super().__init__(text)
         self.response = response
+
+
+class HazardousCommandError(ValueError):
+    """A hazardous command was sent without confirmation."""
 
 
 class GroundClient:
     def __init__(self, port: str, *, keys: KeyRing | str | Path, archive: GroundArchive | str | Path,
-                 baud: int = 115200, spi: int | None = None, sack_interval_s: float = 1.0,
+                 baud: int = 115200, spi: int | None = None, sack_interval_s: float | None = 1.0,
                  dictionary: Dictionary | None = None):
+        """sack_interval_s None: send no acknowledgements (a session that only commands, such as
+        a recovery with a recovery key, which may send nothing else)."""
         self.dictionary = dictionary or load_dictionary()
         self.codec = PacketCodec(self.dictionary)
         self.keys = keys if isinstance(keys, KeyRing) else KeyRing.load(keys)
-        self.spi = self.keys.spis[0] if spi is None else spi
+        # Default: the first operations key; a recovery key only when the file holds nothing else.
+        operations = [s for s in self.keys.spis if not self.keys.is_recovery(s)]
+        self.spi = (operations or self.keys.spis)[0] if spi is None else spi
         if self.keys.get(self.spi) is None:
             raise ValueError(f"no key for SPI {self.spi}")
-        self.archive = archive if isinstance(archive, GroundArchive) else GroundArchive(archive)
-        self.assembler = ResultAssembler(self.archive, self.dictionary.segment_octets,
-                                         self.dictionary.max_packet_octets - SACK_PACKET_OVERHEAD)
+        # Opened by connect(), after the port: a port that cannot be opened leaves no new file.
+        self._archive_source = archive
+        self.archive: GroundArchive = None  # type: ignore[assignment]
+        self.assembler: ResultAssembler = None  # type: ignore[assignment]
         self.port = SerialPort(port, baud)
         self.deframer = Deframer(self.dictionary.max_packet_octets)
         self.decode_errors: Counter[str] = Counter()
@@ -116,22 +141,43 @@ class GroundClient:
         self._next_index = 0
         self._search_floor = 0
         self._completed: set[int] = set()
-        self._tokens: dict[int, dict[int, str]] = {}
+        self._tokens: dict[int, dict[tuple[int, str], int]] = {}  # job -> (first_index, text) -> arrival
+        self._sent: OrderedDict[tuple[int, int], bytes] = OrderedDict()  # (spi, arsn) -> the command's MAC
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._sack_thread = threading.Thread(target=self._run_sacks, name="ground sack", daemon=True)
 
     # --- lifecycle -----------------------------------------------------------------------------
     def connect(self) -> GroundClient:
+        """Open the port (raises serial.SerialException), then the archive, then start receiving."""
+        self.port.open()
+        try:
+            self.open_archive()
+        except Exception:
+            self.port.close()
+            raise
         self.port.start(self._on_bytes)
-        self._sack_thread.start()
+        if self._sack_interval_s is not None:
+            self._sack_thread.start()
         return self
 
+    def open_archive(self) -> None:
+        """Open the archive and the result assembler on it (connect() does, after the port)."""
+        source = self._archive_source
+        self.archive = source if isinstance(source, GroundArchive) else GroundArchive(source)
+        self.assembler = ResultAssembler(self.archive, self.keys, self.dictionary.segment_octets,
+                                         self.dictionary.max_packet_octets - SACK_PACKET_OVERHEAD)
+
     def close(self) -> None:
+        """Acknowledge everything archived (so the flight need not send it again), then close."""
         self._stop.set()
-        self._sack_thread.join(timeout=2.0)
+        if self._sack_thread.is_alive():
+            self._sack_thread.join(timeout=2.0)
+            if self.assembler.segments_received:
+                self._send_sack()
         self.port.close()
-        self.archive.close()
+        if self.archive is not None:
+            self.archive.close()
 
     def __enter__(self) -> GroundClient:
         return self.connect()
@@ -140,40 +186,45 @@ class GroundClient:
         self.close()
 
     # --- commands ------------------------------------------------------------------------------
-    def send_command(self, name: str, *, confirm_hazardous: bool = False, **args: Any) -> CommandHandle:
+    def send_command(self, name: str, *, confirm_hazardous: bool = False, arsn: int | None = None,
+                     **args: Any) -> CommandHandle:
         """Validate and send a command by name. Raises KeyError (unknown name), ValueError (bad
-        arguments, or a hazardous command without confirm_hazardous=True)."""
+        arguments), HazardousCommandError (a hazardous command without confirm_hazardous=True).
+        arsn: only for a recovery key, whose ARSN is the node's challenge."""
         command = self.dictionary.command_by_name[name]
         if command.hazardous and not confirm_hazardous:
-            raise ValueError(f"{name} is hazardous; pass confirm_hazardous=True to send it")
+            raise HazardousCommandError(f"{name} is hazardous and needs explicit confirmation")
         values = command.order_args(args)
-        arsn, index = self._send_tc("COMMAND", {"opcode": command.opcode, "args": values})
+        fields = {"opcode": command.opcode, "args": values, "confirm_hazardous": confirm_hazardous}
+        arsn, index = self._send_tc("COMMAND", fields, arsn)
         return CommandHandle(name, command.opcode, arsn, index)
 
     def await_response(self, handle: CommandHandle, statuses: tuple[str, ...] = ("COMPLETED", "FAILED", "REJECTED"),
                        timeout: float = 10.0) -> CommandResponse:
-        """The first response to handle with a status in statuses.
+        """The first authenticated response to handle with a status in statuses.
 
-        A radio that duplicates a frame makes the flight accept the first copy and NACK the
-        second as a REPLAY of the very same ARSN, possibly before the first copy completes. So a
-        REPLAY rejection is only returned if nothing else in statuses arrives before the timeout.
+        An unauthenticated CMD_REJECTION naming our ARSN proves nothing: an on-path attacker
+        can send one ahead of our packet, and a radio that duplicates our frame makes the node
+        NACK the copy as a REPLAY while it executes the original. So one is returned (with
+        authenticated=False) only if nothing authenticated in statuses arrives before the timeout.
         """
-        replayed: list[CommandResponse] = []
+        unverified: list[CommandResponse] = []
 
         def match(item: Received) -> CommandResponse | None:
-            if item.packet.name != "CMD_RESPONSE" or item.packet.fields["arsn"] != handle.arsn:
-                return None
-            response = self._response(item.packet)
-            if response.status == "REJECTED" and response.reason == "REPLAY":
-                replayed.append(response)
-                return None
-            return response if response.status in statuses else None
+            fields = item.packet.fields
+            if item.packet.name == "CMD_REJECTION" and fields["arsn"] == handle.arsn:
+                unverified.append(self._rejection(item.packet))
+            elif item.packet.name == "CMD_RESPONSE" and fields["arsn"] == handle.arsn:
+                response = self._response(item.packet)
+                if response.status in statuses:
+                    return response
+            return None
 
         try:
             return self._wait(match, timeout, handle.sent_index, f"{handle.name} response in {statuses}")
         except TimeoutError:
-            if replayed and "REJECTED" in statuses:
-                return replayed[0]
+            if unverified and "REJECTED" in statuses:
+                return unverified[0]
             raise
 
     def send_and_await_completion(self, name: str, *, timeout: float = 10.0, confirm_hazardous: bool = False,
@@ -197,18 +248,24 @@ class GroundClient:
 
     def encode_tc(self, kind: str, fields: dict[str, Any], *, arsn: int | None = None, key: bytes | None = None,
                   spi: int | None = None) -> bytes:
-        """An authenticated TC packet with this client's next ARSN and sequence count (or the given ones)."""
+        """An authenticated TC packet with this client's next ARSN and sequence count (or the given
+        ones); responses to it will authenticate."""
         spi = self.spi if spi is None else spi
         key = self.keys.get(spi) if key is None else key
         if key is None:
             raise ValueError(f"no key for SPI {spi}")
         apid = self.dictionary.packet(kind).apid
-        return self.codec.encode_tc(kind, fields, self._sequence.take(apid), spi=spi,
-                                    arsn=self.archive.next_arsn(spi) if arsn is None else arsn, key=key)
+        arsn = self.archive.next_arsn(spi) if arsn is None else arsn
+        packet = self.codec.encode_tc(kind, fields, self._sequence.take(apid), spi=spi, arsn=arsn, key=key)
+        with self._cond:
+            self._sent[(spi, arsn)] = packet[-CRC_OCTETS - MAC_OCTETS:-CRC_OCTETS]
+            if len(self._sent) > SENT_MEMORY:
+                self._sent.popitem(last=False)
+        return packet
 
-    def _send_tc(self, kind: str, fields: dict[str, Any]) -> tuple[int, int]:
+    def _send_tc(self, kind: str, fields: dict[str, Any], arsn: int | None = None) -> tuple[int, int]:
         with self._send_lock:
-            arsn = self.archive.next_arsn(self.spi)
+            arsn = self.archive.next_arsn(self.spi) if arsn is None else arsn
             packet = self.encode_tc(kind, fields, arsn=arsn)
             with self._cond:
                 index = self._next_index
@@ -219,6 +276,38 @@ class GroundClient:
         f = self.dictionary.enums
         return CommandResponse(f["CMD_STATUS"].name_of(packet.fields["status"]), f["REASON"].name_of(packet.fields["reason"]),
                                packet.fields["data"], packet.fields["arsn"], packet.fields["opcode"])
+
+    def _rejection(self, packet: TmPacket) -> CommandResponse:
+        return CommandResponse("REJECTED", self.dictionary.enums["REASON"].name_of(packet.fields["reason"]),
+                               packet.fields["detail"], packet.fields["arsn"], None, authenticated=False)
+
+    def _authentic_response(self, packet: TmPacket) -> bool:
+        """True if a CMD_RESPONSE answers a command this client sent, under that command's key."""
+        security = packet.security
+        with self._cond:
+            command_mac = self._sent.get((security.spi, security.arsn)) if security else None
+        key = self.keys.get(security.spi) if security else None
+        return (command_mac is not None and key is not None and security.arsn == packet.fields["arsn"]
+                and self.codec.verify_tm(packet, key, command_mac))
+
+    def recover_arsn(self, target_spi: int, *, last_arsn: int | None = None, allow_lower: bool = False,
+                     timeout: float = 10.0) -> dict[str, Any]:
+        """Resynchronise the anti-replay counter of operations key target_spi, with this client's
+        recovery key (see LINK_SET_ARSN). The node's counter is set to last_arsn (default: the
+        last ARSN this archive used for target_spi), upwards only unless allow_lower; the archive
+        then continues from the value the node reports in its authenticated completion."""
+        if not self.keys.is_recovery(self.spi):
+            raise ValueError(f"SPI {self.spi} is not a recovery key; recovery needs the offline recovery key file")
+        since = self.history_index()
+        challenge = self.await_telemetry("LINK_RECOVERY_CHALLENGE", timeout=timeout, since=since).value
+        value = self.archive.last_arsn(target_spi) if last_arsn is None else last_arsn
+        handle = self.send_command("LINK_SET_ARSN", confirm_hazardous=True, arsn=challenge, spi=target_spi,
+                                   last_arsn=value, allow_lower=allow_lower)
+        response = self.await_response(handle, timeout=timeout)
+        if response.status != "COMPLETED":
+            raise CommandError("LINK_SET_ARSN", response)
+        self.archive.set_arsn(target_spi, response.data["last_arsn"])
+        return response.data
 
     # --- telemetry and events ------------------------------------------------------------------
     def history_index(self) -> int:
@@ -303,8 +392,9 @@ class GroundClient:
                 if attempt == attempts:
                     raise
             except CommandError as exc:
-                # A REPLAY here means the uplink reordered or duplicated our own packets.
-                if exc.response.reason != "REPLAY" or attempt == attempts:
+                # Only an unauthenticated rejection is worth another try: it may be a forgery, or
+                # the node's answer to a copy of our packet that the uplink reordered.
+                if exc.response.authenticated or attempt == attempts:
                     raise
             log.warning("JOB_SUBMIT %d: no completion (attempt %d of %d), resubmitting", job_id, attempt, attempts)
         raise ValueError("attempts must be at least 1")
@@ -326,10 +416,11 @@ class GroundClient:
         return self.archive.results()
 
     def streamed_text(self, job_id: int) -> str:
-        """The token stream received so far for a job (best-effort; gaps where chunks were lost)."""
+        """The token stream received so far for a job (best-effort; gaps where chunks were lost).
+        Pieces of one long token share a first_index and are joined in arrival order."""
         with self._cond:
             chunks = self._tokens.get(job_id, {})
-            return "".join(chunks[first] for first in sorted(chunks))
+            return "".join(text for (_, text) in sorted(chunks, key=lambda chunk: (chunk[0], chunks[chunk])))
 
     # --- receive path --------------------------------------------------------------------------
     def _on_bytes(self, data: bytes) -> None:
@@ -340,6 +431,11 @@ class GroundClient:
                 except LinkError as exc:
                     self.decode_errors[exc.reason] += 1
                     log.warning("downlink packet rejected: %s", exc)
+                    continue
+                if packet.name == "CMD_RESPONSE" and not self._authentic_response(packet):
+                    # forged, or answering a command this client did not send: either way unprovable
+                    self.decode_errors["UNAUTHENTIC_RESPONSE"] += 1
+                    log.warning("CMD_RESPONSE for ARSN %s does not authenticate; ignored", packet.fields["arsn"])
                     continue
                 self._take(packet)
         except Exception:  # a bug here must cost one packet, not the receive thread
@@ -361,14 +457,18 @@ class GroundClient:
             if completed:
                 self._completed.add(packet.fields["job_id"])
             if packet.name == "JOB_TOKENS":
-                self._tokens.setdefault(packet.fields["job_id"], {})[packet.fields["first_index"]] = packet.fields["text"]
+                chunks = self._tokens.setdefault(packet.fields["job_id"], {})
+                chunks.setdefault((packet.fields["first_index"], packet.fields["text"]), self._next_index)
             self._history.append(Received(self._next_index, time.time(), packet))
             self._next_index += 1
             self._cond.notify_all()
 
     def _run_sacks(self) -> None:
         while not self._stop.wait(self._sack_interval_s):
-            try:
-                self._send_tc("DL_SACK", {"entries": self.assembler.sack_entries()})
-            except (serial.SerialException, OSError, ValueError, ValueCheckError) as exc:
-                log.warning("SACK not sent: %s", exc)
+            self._send_sack()
+
+    def _send_sack(self) -> None:
+        try:
+            self._send_tc("DL_SACK", {"entries": self.assembler.sack_entries()})
+        except (serial.SerialException, OSError, ValueError, ValueCheckError) as exc:
+            log.warning("SACK not sent: %s", exc)

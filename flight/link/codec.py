@@ -1,8 +1,9 @@
 """Packet codec: dictionary-defined fields <-> checked CCSDS packets with a msgpack body.
 
 A body is always a msgpack array holding the fields of its packet kind, in dictionary order.
-TM user data is just the body; TC user data is wrapped by the SDLS security header and MAC
-(see sdls). Decoders accept any bytes and either return a fully checked packet or raise
+The user data of a packet kind marked secured (every TC kind, and CMD_RESPONSE) is wrapped by
+the SDLS security header and MAC (see sdls); other TM user data is just the body. Optional fields
+(added by a later dictionary version) may be left out at the end of a body. Decoders accept any bytes and either return a fully checked packet or raise
 LinkError with a REASON name and a one-line detail; nothing else escapes.
 """
 from __future__ import annotations
@@ -24,14 +25,35 @@ from flight.link.spacepacket import (
 class LinkError(Exception):
     """A packet was rejected. reason is a REASON enum name; the context fields are what could be read."""
 
-    def __init__(self, reason: str, detail: str, *, arsn: int | None = None, seq_count: int | None = None,
-                 opcode: int | None = None):
+    def __init__(self, reason: str, detail: str, *, spi: int | None = None, arsn: int | None = None,
+                 seq_count: int | None = None, opcode: int | None = None):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.spi = spi
         self.arsn = arsn
         self.seq_count = seq_count
         self.opcode = opcode
+
+
+@dataclass(frozen=True, slots=True)
+class Security:
+    """The security fields of a secured packet, and the octets its MAC covers."""
+
+    spi: int
+    arsn: int
+    covered: bytes
+    mac: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Seal:
+    """What the sender of a secured packet needs: key, security header values, associated data."""
+
+    spi: int
+    arsn: int
+    key: bytes
+    associated: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +62,7 @@ class TmPacket:
     seq_count: int
     time: CucTime
     fields: dict[str, Any]
+    security: Security | None = None  # set for secured kinds; check it with PacketCodec.verify_tm
 
     @property
     def name(self) -> str:
@@ -56,6 +79,7 @@ class AuthenticTc:
     spi: int
     arsn: int
     body: bytes
+    mac: bytes
 
 
 class PacketCodec:
@@ -63,25 +87,38 @@ class PacketCodec:
         self.dictionary = dictionary or load_dictionary()
 
     # --- encoding -------------------------------------------------------------------------
-    def encode_tm(self, kind: str, fields: dict[str, Any], seq_count: int, time: CucTime | None = None) -> bytes:
+    def encode_tm(self, kind: str, fields: dict[str, Any], seq_count: int, time: CucTime | None = None,
+                  seal: Seal | None = None) -> bytes:
+        """A TM packet; a secured kind needs its seal, others take none."""
         packet_kind = self.dictionary.packet(kind)
-        body = self._encode_body(packet_kind, fields)
-        return self._sized(build_packet(False, packet_kind.apid, seq_count, time or CucTime.now(), body))
+        if packet_kind.secured != (seal is not None):
+            raise ValueError(f"{kind} is {'' if packet_kind.secured else 'not '}a secured packet kind")
+        return self._encode(packet_kind, fields, seq_count, time, seal)
 
     def encode_tc(self, kind: str, fields: dict[str, Any], seq_count: int, *, spi: int, arsn: int, key: bytes,
                   time: CucTime | None = None) -> bytes:
-        packet_kind = self.dictionary.packet(kind)
-        secured = SECURITY_HEADER.pack(spi, arsn) + self._encode_body(packet_kind, fields)
-        covered = encode_headers(True, packet_kind.apid, seq_count, time or CucTime.now(), len(secured) + MAC_OCTETS)
-        covered += secured
-        return self._sized(append_crc(covered + compute_mac(key, covered)))
+        return self._encode(self.dictionary.packet(kind), fields, seq_count, time, Seal(spi, arsn, key))
+
+    def _encode(self, kind: PacketKind, fields: dict[str, Any], seq_count: int, time: CucTime | None,
+                seal: Seal | None) -> bytes:
+        body = self._encode_body(kind, fields)
+        time = time or CucTime.now()
+        if seal is None:
+            return self._sized(build_packet(kind.is_tc, kind.apid, seq_count, time, body))
+        secured = SECURITY_HEADER.pack(seal.spi, seal.arsn) + body
+        covered = encode_headers(kind.is_tc, kind.apid, seq_count, time, len(secured) + MAC_OCTETS) + secured
+        return self._sized(append_crc(covered + compute_mac(seal.key, covered, seal.associated)))
 
     def _encode_body(self, kind: PacketKind, fields: dict[str, Any]) -> bytes:
         values = []
         for field in kind.fields:
-            value = fields[field.name]
+            value = fields.get(field.name, field.default) if field.optional else fields[field.name]
             field.check(value)
             values.append(value)
+        # Optional fields at their default are left out, so a receiver built from an earlier
+        # dictionary version still reads the packet.
+        while len(values) > kind.required_fields and values[-1] == kind.fields[len(values) - 1].default:
+            values.pop()
         return msgpack.packb(values, use_bin_type=True)
 
     def _sized(self, packet: bytes) -> bytes:
@@ -91,12 +128,22 @@ class PacketCodec:
 
     # --- decoding -------------------------------------------------------------------------
     def decode_tm(self, packet: bytes) -> TmPacket:
+        """A checked TM packet. A secured kind's MAC is not checked here: the receiver knows the
+        key and associated data, and calls verify_tm."""
         view = self._checked_view(packet)
         kind = self.dictionary.tm_by_apid.get(view.apid)
         if view.is_tc or kind is None:
             raise LinkError("WRONG_KIND", f"{'TC' if view.is_tc else 'TM'} APID {view.apid:#05x} is not a telemetry kind",
                             seq_count=view.seq_count)
-        return TmPacket(kind, view.seq_count, view.time, self._decode_body(kind, view.user_data))
+        if not kind.secured:
+            return TmPacket(kind, view.seq_count, view.time, self._decode_body(kind, view.user_data))
+        security, body = self._split_secured(packet, view)
+        return TmPacket(kind, view.seq_count, view.time, self._decode_body(kind, body), security)
+
+    @staticmethod
+    def verify_tm(packet: TmPacket, key: bytes, associated: bytes = b"") -> bool:
+        security = packet.security
+        return security is not None and mac_matches(key, security.covered, security.mac, associated)
 
     def authenticate_tc(self, packet: bytes, keys: KeyRing) -> AuthenticTc:
         view = self._checked_view(packet)
@@ -104,35 +151,42 @@ class PacketCodec:
         if not view.is_tc or kind is None:
             raise LinkError("WRONG_KIND", f"{'TC' if view.is_tc else 'TM'} APID {view.apid:#05x} is not a command kind",
                             seq_count=view.seq_count)
+        security, body = self._split_secured(packet, view)
+        key = keys.get(security.spi)
+        context = {"spi": security.spi, "arsn": security.arsn, "seq_count": view.seq_count}
+        if key is None:
+            raise LinkError("UNKNOWN_KEY", f"no key for SPI {security.spi}", **context)
+        if not mac_matches(key, security.covered, security.mac):
+            raise LinkError("BAD_MAC", f"MAC does not verify with SPI {security.spi}", **context)
+        return AuthenticTc(kind, view.seq_count, view.time, security.spi, security.arsn, body, security.mac)
+
+    @staticmethod
+    def _split_secured(packet: bytes, view: PacketView) -> tuple[Security, bytes]:
         user = view.user_data
         if len(user) < SECURITY_HEADER.size + MAC_OCTETS:
             raise LinkError("BAD_SECURITY", f"{len(user)} octets cannot hold security header and MAC",
                             seq_count=view.seq_count)
         spi, arsn = SECURITY_HEADER.unpack_from(user)
-        key = keys.get(spi)
-        if key is None:
-            raise LinkError("UNKNOWN_KEY", f"no key for SPI {spi}", arsn=arsn, seq_count=view.seq_count)
         mac_start = len(packet) - CRC_OCTETS - MAC_OCTETS
-        if not mac_matches(key, packet[:mac_start], packet[mac_start:-CRC_OCTETS]):
-            raise LinkError("BAD_MAC", f"MAC does not verify with SPI {spi}", arsn=arsn, seq_count=view.seq_count)
-        return AuthenticTc(kind, view.seq_count, view.time, spi, arsn, user[SECURITY_HEADER.size:-MAC_OCTETS])
+        security = Security(spi, arsn, packet[:mac_start], packet[mac_start:-CRC_OCTETS])
+        return security, user[SECURITY_HEADER.size:-MAC_OCTETS]
 
     def decode_tc_fields(self, tc: AuthenticTc) -> dict[str, Any]:
         try:
             return self._decode_body(tc.kind, tc.body)
         except LinkError as exc:
-            raise LinkError(exc.reason, exc.detail, arsn=tc.arsn, seq_count=tc.seq_count) from None
+            raise LinkError(exc.reason, exc.detail, spi=tc.spi, arsn=tc.arsn, seq_count=tc.seq_count) from None
 
     def command_of(self, tc: AuthenticTc, fields: dict[str, Any]) -> tuple[CommandDef, dict[str, Any]]:
         """The command and its named, checked arguments from a COMMAND packet's fields."""
         command = self.dictionary.command_by_opcode.get(fields["opcode"])
         if command is None:
-            raise LinkError("UNKNOWN_OPCODE", f"opcode {fields['opcode']:#06x}", arsn=tc.arsn,
+            raise LinkError("UNKNOWN_OPCODE", f"opcode {fields['opcode']:#06x}", spi=tc.spi, arsn=tc.arsn,
                             seq_count=tc.seq_count, opcode=fields["opcode"])
         try:
             return command, command.check_args(fields["args"])
         except ValueCheckError as exc:
-            raise LinkError("BAD_ARGUMENT", str(exc), arsn=tc.arsn, seq_count=tc.seq_count,
+            raise LinkError("BAD_ARGUMENT", str(exc), spi=tc.spi, arsn=tc.arsn, seq_count=tc.seq_count,
                             opcode=command.opcode) from None
 
     @staticmethod
@@ -148,12 +202,15 @@ class PacketCodec:
             values = msgpack.unpackb(body, raw=False, strict_map_key=False)
         except Exception as exc:
             raise LinkError("BAD_BODY", f"{kind.name} body is not msgpack: {type(exc).__name__}") from None
-        if not isinstance(values, list) or len(values) != len(kind.fields):
-            raise LinkError("BAD_BODY", f"{kind.name} body must be an array of {len(kind.fields)} fields")
+        if not isinstance(values, list) or not kind.required_fields <= len(values) <= len(kind.fields):
+            raise LinkError("BAD_BODY", f"{kind.name} body must be an array of {kind.required_fields}"
+                            f"{'' if kind.required_fields == len(kind.fields) else f'..{len(kind.fields)}'} fields")
         try:
             for field, value in zip(kind.fields, values):
                 field.check(value)
             fields = {field.name: value for field, value in zip(kind.fields, values)}
+            for field in kind.fields[len(values):]:
+                fields[field.name] = field.default
             if kind.name == "HK":
                 self.dictionary.check_channel_map(fields["channels"])
             elif kind.name == "EVENT":

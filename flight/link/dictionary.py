@@ -119,6 +119,8 @@ class ValueDef:
     max: int | None = None
     min_octets: int | None = None
     max_octets: int | None = None
+    optional: bool = False  # may be left out at the end of a body (fields added in a later version)
+    default: Any = None  # the value of an optional field that was left out
 
     def check(self, value: Any) -> None:
         if value is None:
@@ -148,6 +150,11 @@ class PacketKind:
     is_tc: bool
     description: str
     fields: tuple[ValueDef, ...]
+    secured: bool  # carries the SDLS security header and MAC (see sdls)
+
+    @property
+    def required_fields(self) -> int:
+        return sum(1 for f in self.fields if not f.optional)
 
 
 @dataclass(frozen=True)
@@ -179,6 +186,7 @@ class EventDef:
     format: str
     args: tuple[ValueDef, ...]
     throttle: int | None  # most reports per second; None = never throttled
+    rejection: bool  # reports rejected uplink input: sent only within the rejection budget
 
 
 @dataclass(frozen=True)
@@ -188,6 +196,7 @@ class CommandDef:
     hazardous: bool
     description: str
     args: tuple[ValueDef, ...]
+    recovery: bool  # only a recovery key may send it, and a recovery key may send nothing else
 
     def check_args(self, values: list[Any]) -> dict[str, Any]:
         """Validate positional argument values; return them by name. Raises ValueCheckError."""
@@ -219,6 +228,13 @@ def _value_def(raw: dict[str, Any], where: str, allowed_types: tuple[str, ...]) 
     return value
 
 
+def _command_key(raw: dict[str, Any]) -> bool:
+    key = raw.get("key", "operations")
+    if key not in ("operations", "recovery"):
+        raise DictionaryError(f"command {raw['name']}: key must be operations or recovery, not {key!r}")
+    return key == "recovery"
+
+
 def _unique(items: list[Any], key: str, what: str) -> None:
     seen: set[Any] = set()
     for item in items:
@@ -226,6 +242,16 @@ def _unique(items: list[Any], key: str, what: str) -> None:
         if value in seen:
             raise DictionaryError(f"duplicate {what} {key} {value!r}")
         seen.add(value)
+
+
+@dataclass(frozen=True)
+class SecurityDefaults:
+    """Link security parameters the ground must know about; the node may be configured otherwise."""
+
+    arsn_window: int  # an ARSN is accepted only within (last, last + arsn_window]
+    rejection_budget_octets_per_s: int  # downlink spent on reports about rejected uplink input
+    rejection_burst_octets: int
+    rejection_summary_period_s: int
 
 
 class Dictionary:
@@ -237,6 +263,7 @@ class Dictionary:
         wire = raw["wire"]
         self.max_packet_octets: int = wire["max_packet_octets"]
         self.segment_octets: int = wire["segment_octets"]
+        self.security = SecurityDefaults(**raw["security"])
         self.enums = {
             name: EnumDef(name, {v["name"]: v["value"] for v in values}, {v["name"]: v["description"] for v in values})
             for name, values in raw["enums"].items()
@@ -244,7 +271,7 @@ class Dictionary:
         self.packets = [
             PacketKind(
                 p["name"], p["apid"], p["type"] == "TC", p["description"],
-                tuple(_value_def(f, f"packet {p['name']}", FIELD_TYPES) for f in p["fields"]),
+                tuple(_value_def(f, f"packet {p['name']}", FIELD_TYPES) for f in p["fields"]), p.get("secured", False),
             )
             for p in raw["packets"]
         ]
@@ -256,6 +283,7 @@ class Dictionary:
             EventDef(
                 e["id"], e["name"], e["severity"], e["format"],
                 tuple(_value_def(a, f"event {e['name']}", FIELD_TYPES) for a in e["args"]), e.get("throttle"),
+                e.get("rejection", False),
             )
             for e in raw["events"]
         ]
@@ -263,6 +291,7 @@ class Dictionary:
             CommandDef(
                 c["opcode"], c["name"], c["hazardous"], c["description"],
                 tuple(_value_def(a, f"command {c['name']}", ARG_TYPES) for a in c["args"]),
+                _command_key(c),
             )
             for c in raw["commands"]
         ]
@@ -288,6 +317,11 @@ class Dictionary:
         for packet in self.packets:
             if not 0 <= packet.apid <= MAX_APID:
                 raise DictionaryError(f"packet {packet.name}: APID {packet.apid} outside 0..{MAX_APID}")
+            if packet.is_tc and not packet.secured:
+                raise DictionaryError(f"packet {packet.name}: every command packet must be secured")
+            optional = [f.optional for f in packet.fields]
+            if optional != sorted(optional):
+                raise DictionaryError(f"packet {packet.name}: optional fields must come last")
         _unique(self.channels, "id", "channel")
         _unique(self.channels, "name", "channel")
         _unique(self.events, "id", "event")

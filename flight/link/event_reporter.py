@@ -2,28 +2,30 @@
 
 An event whose definition has a throttle is sent at most that many times per second (a token
 bucket); the rest are counted in LINK_EVENTS_SUPPRESSED, so a noisy line cannot flood the
-downlink with reports about itself.
+downlink with reports about itself. The downlink also learns whether an event reports rejected
+uplink input, which it sends only within the rejection budget.
 """
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any, Callable
 
-from flight.link.dictionary import Dictionary
+from flight.link.dictionary import Dictionary, EventDef
 from flight.link.telemetry import Telemetry
+from flight.link.token_bucket import TokenBucket
 
 log = logging.getLogger("flight.events")
 _LOG_LEVEL = {"FATAL": logging.CRITICAL, "WARNING_HI": logging.WARNING, "WARNING_LO": logging.WARNING}
 
 
 class EventReporter:
-    def __init__(self, dictionary: Dictionary, telemetry: Telemetry, send: Callable[[dict[str, Any]], None]):
+    def __init__(self, dictionary: Dictionary, telemetry: Telemetry,
+                 send: Callable[[EventDef, dict[str, Any]], None]):
         self._dictionary = dictionary
         self._telemetry = telemetry
         self._send = send
-        self._buckets: dict[str, tuple[float, float]] = {}  # name -> (tokens, monotonic time)
+        self._buckets: dict[str, TokenBucket] = {}
         self._lock = threading.Lock()
 
     def emit(self, name: str, **args: Any) -> bool:
@@ -32,19 +34,17 @@ class EventReporter:
         values = [args[arg.name] for arg in event.args]
         for arg, value in zip(event.args, values):
             arg.check(value)
-        if event.throttle is not None and not self._take_token(name, event.throttle):
+        if event.throttle is not None and not self._bucket(event).take():
             self._telemetry.add("LINK_EVENTS_SUPPRESSED")
             return False
         log.log(_LOG_LEVEL.get(event.severity, logging.INFO), "%s %s: %s", event.severity, name,
                 self._dictionary.format_event(event, values))
-        self._send({"event_id": event.id, "args": values})
+        self._send(event, {"event_id": event.id, "args": values})
         return True
 
-    def _take_token(self, name: str, rate: int) -> bool:
-        now = time.monotonic()
+    def _bucket(self, event: EventDef) -> TokenBucket:
         with self._lock:
-            tokens, then = self._buckets.get(name, (float(rate), now))
-            tokens = min(float(rate), tokens + (now - then) * rate)
-            allowed = tokens >= 1.0
-            self._buckets[name] = (tokens - 1.0 if allowed else tokens, now)
-            return allowed
+            bucket = self._buckets.get(event.name)
+            if bucket is None:
+                bucket = self._buckets[event.name] = TokenBucket(event.throttle, event.throttle)
+            return bucket

@@ -45,9 +45,11 @@ class Deframer:
 
         | primary header (6) | CUC time (6) | user data (n) | CRC-16 (2) |
 
-    Rejections, each counted under its REASON name and reported to on_reject(reason, octets):
-    BAD_FRAME (invalid COBS or shorter than the smallest packet), BAD_CRC, BAD_HEADER, OVERSIZE
-    (no delimiter within the longest legal frame; everything up to the next 0x00 is dropped).
+    Rejections, each counted under its REASON name and reported to on_reject(reason, octets), octets
+    being the frame's length, delimiter excluded: BAD_FRAME (invalid COBS or shorter than the
+    smallest packet), BAD_CRC, BAD_HEADER, OVERSIZE (no delimiter within the longest legal frame;
+    everything up to the next 0x00 is dropped). An OVERSIZE frame is counted as soon as it is
+    seen, but reported only when its 0x00 arrives, so that the report gives its true length.
     """
 
     def __init__(self, max_packet_octets: int, on_reject: Callable[[str, int], None] | None = None):
@@ -56,6 +58,7 @@ class Deframer:
         self.counters: dict[str, int] = {"FRAMES_OK": 0, "DISCARDED_OCTETS": 0, **dict.fromkeys(REJECTION_REASONS, 0)}
         self._buffer = bytearray()
         self._in_oversize = False  # inside a frame already rejected as oversize, until its 0x00
+        self._oversize_octets = 0  # octets of that frame dropped so far
 
     def deframe(self, data: bytes) -> tuple[bytes | None, bytes, bytes]:
         """Take the first frame out of data: (packet or None, leftover, discarded).
@@ -89,8 +92,9 @@ class Deframer:
             if cut < 0:
                 if self._in_oversize or len(data) - start > self.max_frame:
                     if not self._in_oversize:
-                        self._reject("OVERSIZE", len(data) - start)
+                        self.counters["OVERSIZE"] += 1
                     self._in_oversize = True
+                    self._oversize_octets += len(data) - start
                     self.counters["DISCARDED_OCTETS"] += len(data) - start
                     return None, len(data), start
                 return None, start, start
@@ -100,8 +104,11 @@ class Deframer:
             break
         end = cut + 1
         if self._in_oversize:
+            octets = self._oversize_octets + cut - start
             self._in_oversize = False
+            self._oversize_octets = 0
             self.counters["DISCARDED_OCTETS"] += end - start
+            self._report("OVERSIZE", octets)
             return None, end, start
         encoded = data[start:cut]
         if len(encoded) > self.max_frame:
@@ -123,5 +130,8 @@ class Deframer:
 
     def _reject(self, reason: str, octets: int) -> None:
         self.counters[reason] += 1
+        self._report(reason, octets)
+
+    def _report(self, reason: str, octets: int) -> None:
         if self.on_reject is not None:
             self.on_reject(reason, octets)

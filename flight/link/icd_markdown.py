@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flight.link.codec import PacketCodec
+from flight.link.codec import PacketCodec, Seal
 from flight.link.crc16 import crc16_ccitt_false
 from flight.link.dictionary import Dictionary, ValueDef, load_dictionary
 from flight.link.framing import frame, max_frame_octets
@@ -83,7 +83,8 @@ def render_icd(dictionary: Dictionary | None = None) -> str:
         "`/dev/ttyTHS1` (Jetson UART to the radio); ground: `/dev/ttyUSB0`. Any pyserial URL works as well.\n"
         "2. **Frames**: each packet is COBS-encoded and followed by one `0x00` octet.\n"
         "3. **Packets**: CCSDS Space Packets (133.0-B-2) with a CUC time secondary header and a CRC-16 trailer.\n"
-        "4. **Bodies**: msgpack. TC packets additionally carry an SDLS-style security header and MAC.\n")
+        "4. **Bodies**: msgpack. TC packets, and CMD_RESPONSE on the downlink, additionally carry an SDLS-style "
+        "security header and MAC.\n")
     add("All multi-octet integers in headers are big-endian (network order).\n")
 
     add("## 2. Framing (COBS)\n")
@@ -108,39 +109,77 @@ def render_icd(dictionary: Dictionary | None = None) -> str:
         ["4–5", "packet data length", "octets after the primary header − 1"],
         ["6–9", "CUC coarse time", f"seconds since {EPOCH} (Unix time), unsigned 32 bits"],
         ["10–11", "CUC fine time", f"1/{FINE_PER_SECOND} s units; P-field not transmitted"],
-        ["12 … n−3", "user data", "TM: the msgpack body; TC: security header, body, MAC (section 4)"],
+        ["12 … n−3", "user data", "the msgpack body; for a secured kind (every TC, and CMD_RESPONSE): security "
+         "header, body, MAC (section 4)"],
         ["n−2 … n−1", "CRC-16", "CRC-16/CCITT-FALSE over octets 0 … n−3"],
     ]))
     add("")
     add("CRC-16/CCITT-FALSE: polynomial 0x1021, initial value 0xFFFF, not reflected, no final XOR. "
         f"Check value: CRC of ASCII `123456789` = 0x{crc16_ccitt_false(b'123456789'):04X}. Running the CRC over a whole "
         "packet including its CRC gives 0.\n")
-    add(f"Per-packet overhead: TM {tm_overhead} octets, TC {tc_overhead} octets, plus COBS (≤ 1 per 254 + 1) and the "
-        "delimiter. The onboard time of TM is when the packet was encoded; of TC, when the ground sent it.\n")
+    add(f"Per-packet overhead: TM {tm_overhead} octets, secured TM and TC {tc_overhead} octets, plus COBS (≤ 1 per "
+        "254 + 1) and the delimiter. The onboard time of TM is when the packet was encoded; of TC, when the ground "
+        "sent it.\n")
 
-    add("## 4. Command security (SDLS, authentication only)\n")
-    add("TC user data:\n")
+    sec_defaults = d.security
+    add("## 4. Security (SDLS, authentication only)\n")
+    add("User data of a secured packet kind (every TC kind, and CMD_RESPONSE):\n")
     add(_table(["octets (from 12)", "field", "value"], [
         ["0–1", "SPI", "security parameter index = key id in the key file"],
-        ["2–9", "ARSN", "anti-replay sequence number, unsigned 64 bits"],
-        [f"10 … m−{MAC_OCTETS + 1}", "body", "msgpack body of the TC kind"],
-        [f"last {MAC_OCTETS}", "MAC", f"HMAC-SHA256(key, packet octets 0 … before the MAC), first {MAC_OCTETS} octets"],
+        ["2–9", "ARSN", "anti-replay sequence number, unsigned 64 bits; in a CMD_RESPONSE, the ARSN of the command "
+         "it answers"],
+        [f"10 … m−{MAC_OCTETS + 1}", "body", "msgpack body of the kind"],
+        [f"last {MAC_OCTETS}", "MAC", f"HMAC-SHA256(key, packet octets 0 … before the MAC ‖ associated data), first "
+         f"{MAC_OCTETS} octets"],
     ]))
     add("")
     add("SDLS's IV and pad-length fields are absent (nothing is encrypted). The MAC covers the primary header, "
-        "time, security header and body; the CRC then covers everything including the MAC.\n")
-    add("- **ARSN**: the flight accepts a packet only if its ARSN is greater than the last one accepted for that SPI, "
-        "and commits the new value to its store (fsync) before acting on the packet or answering it, so replays "
-        "are refused across reboots. Every authentic packet uses up its ARSN, even if its body is then rejected. "
-        "The reference ground uses max(last + 1, Unix time in µs), persisted in its archive.\n"
-        "- **Keys**: JSON `{\"keys\": [{\"spi\": 1, \"key\": \"<64 hex digits>\"}]}`, 256-bit keys; the file must not "
-        "be accessible by group or others (mode 0600), else it is refused. `ground keygen --out FILE` makes one.\n")
+        "time, security header and body, then associated data that is not transmitted: none for a TC; for a "
+        f"CMD_RESPONSE, the {MAC_OCTETS}-octet MAC of the command it answers, which binds the response to that one "
+        "packet. The CRC then covers everything including the MAC.\n")
+    add(f"- **ARSN window**: the flight accepts an operations-key packet only if last < ARSN ≤ last + W, W = "
+        f"**{sec_defaults.arsn_window}** by default (flight option `--arsn-window`), last being the last ARSN accepted "
+        "for that SPI; it commits the new value (fsync) before acting on the packet or answering it, so replays "
+        "are refused across reboots. Every authentic fresh packet uses up its ARSN, even if its body is then "
+        "rejected. An ARSN at or below last is REPLAY, one beyond the window OUT_OF_WINDOW: neither moves the "
+        "counter, so one packet with a far-future ARSN cannot lock the ground out. The ground allocates ARSNs from "
+        "its own persisted counter per SPI (last + 1, in one SQLite write transaction, so ground processes sharing "
+        "an archive never reuse one), never from its clock or from telemetry. Each ground station needs its own "
+        "SPI. W should exceed the packets a ground may send that never reach the node (it sends a DL_SACK per "
+        "second while running).\n"
+        "- **Recovery**: a ground that lost its archive (REPLAY) or got more than W ahead (OUT_OF_WINDOW) resets "
+        "the counter with LINK_SET_ARSN, accepted only under a **recovery key** (its own SPI, role `recovery`, kept "
+        "offline), which may send nothing else. A recovery packet's ARSN must equal the node's current "
+        "LINK_RECOVERY_CHALLENGE (housekeeping): a random 63-bit value, replaced and persisted each time one is "
+        "used, so a recorded recovery packet never works again and the recovery side keeps no counter to lose. "
+        "`ground recover --keys RECOVERY_KEY_FILE --target-spi 1` reads the challenge, sets the node's counter to "
+        "the archive's last ARSN (only upwards unless `--allow-lower`: lowering lets packets sent with the ARSNs in "
+        "between be replayed) and continues the archive from the value the node reports in its authenticated "
+        "completion.\n"
+        "- **Keys**: JSON `{\"keys\": [{\"spi\": 1, \"key\": \"<64 hex digits>\"}, {\"spi\": 9, \"key\": \"…\", "
+        "\"role\": \"recovery\"}]}`, 256-bit keys. A key file is refused unless it is a regular file (not a symlink "
+        "or FIFO) owned by the user or root, not accessible by group or others (mode 0600), in a directory they "
+        "cannot write; duplicate or non-integer SPIs are refused. The node takes `--keys` more than once (the "
+        "operations file and the recovery file). `ground keygen --out FILE [--role recovery]` makes one.\n")
+    add("**What the downlink authenticates, and what it costs.** CMD_RESPONSE carries the security header and MAC: "
+        f"{SECURITY_HEADER.size + MAC_OCTETS} octets more per response, {2 * (SECURITY_HEADER.size + MAC_OCTETS)} per "
+        "command (ACK and completion). A result carries `spi` and `result_mac` in every JOB_RESULT_SEGMENT: "
+        "HMAC-SHA256 over 'tokensat-result' ‖ job_id (4 octets) ‖ result length (4) ‖ the whole result, first "
+        f"{MAC_OCTETS} octets; {MAC_OCTETS + 2} octets of msgpack bin plus 1–3 for the SPI, about 2 % of a "
+        f"{d.segment_octets}-octet segment. The ground checks it after reassembly and before archiving; a result that "
+        "fails (or fails its CRC-32) is dropped, counted and re-requested. HK, EVENT, JOB_TOKENS and CMD_REJECTION "
+        "stay unauthenticated: they are advisory (housekeeping is superseded every period, the token stream has a "
+        "reliable authenticated copy in the result, and a CMD_REJECTION is never taken as final), and a MAC on each "
+        "would cost 26 octets per packet on the busiest channels. An on-path forger can therefore fake "
+        "housekeeping and events, but cannot complete, fail or NACK a command, nor get a result archived.\n")
 
     add("## 5. Bodies\n")
     add("Every body is a msgpack **array of the packet kind's fields, in the order listed**. Integers may use any "
         "msgpack integer encoding that holds the value; str must be valid UTF-8; nil only where a field says so. "
         "A body that is not valid msgpack, not an array of the right length, or has a field of the wrong type, is "
-        "rejected as BAD_BODY.\n")
+        "rejected as BAD_BODY. A field marked optional was added by a later dictionary version: senders leave it out "
+        "when it has its default, receivers take the default when it is absent, so a 1.x sender's COMMAND body "
+        "`[opcode, args]` is still valid.\n")
     add(_table(["type", "encoding"], [[f"`{name}`", text] for name, text in _TYPE_TEXT.items()]))
     add("")
 
@@ -150,27 +189,43 @@ def render_icd(dictionary: Dictionary | None = None) -> str:
     add("\nAPID 0x7FF (idle) is not used; receivers count a packet with an unknown APID as WRONG_KIND.\n")
     for p in d.packets:
         add(f"### {p.name} (APID 0x{p.apid:03X}, {'TC' if p.is_tc else 'TM'})\n")
+        if p.secured:
+            add("Secured: security header and MAC (section 4).\n")
         add(_table(["#", "field", "type", "description"],
-                   [[i, f.name, _value_type(f), f.description] for i, f in enumerate(p.fields)]))
+                   [[i, f.name, _value_type(f) + (f", optional (default {f.default!r})" if f.optional else ""),
+                     f.description] for i, f in enumerate(p.fields)]))
         add("")
 
     add("## 7. Command protocol\n")
-    add("For every COMMAND packet that arrives as a valid frame, the flight sends CMD_RESPONSE packets:\n\n"
-        "1. **REJECTED** (NACK) with a reason, if it is not executed: wrong kind, missing security fields, unknown "
-        "key, bad MAC, replayed ARSN, bad body, unknown opcode, bad argument, no handler, queue full. The command is "
-        "counted in CMD_REJECTED (and LINK_AUTH_FAILURES or LINK_REPLAYS_REJECTED), and a CMD_REJECTED event is "
-        "sent. `arsn`, `seq_count` and `opcode` echo what could be read; `data` is a one-line explanation.\n"
-        "2. Otherwise **ACCEPTED** (ACK, counted in CMD_ACCEPTED), then exactly one of\n"
-        "3. **COMPLETED** with optional result `data` (CMD_EXECUTED), or **FAILED** with a reason and one-line "
+    add("For every TC packet that arrives as a valid frame, the flight answers:\n\n"
+        "1. If it did not prove itself authentic and fresh (wrong kind, missing security fields, unknown key, bad "
+        "MAC, REPLAY, OUT_OF_WINDOW): one unauthenticated **CMD_REJECTION** with the reason, counted in "
+        "CMD_REJECTED (and LINK_AUTH_FAILURES, LINK_REPLAYS_REJECTED or LINK_ARSN_OUT_OF_WINDOW), with a "
+        "CMD_REJECTED event. Anyone can provoke or forge these, so they are **rejection reports**: sent only within "
+        "the rejection budget (below), and the ground never takes one as final.\n"
+        "2. Otherwise, an authenticated **CMD_RESPONSE** (section 4): **REJECTED** (NACK) with a reason if it is "
+        "not executed (bad body, unknown opcode, bad argument, NOT_CONFIRMED, KEY_NOT_ALLOWED, no handler, queue "
+        "full; counted in CMD_REJECTED, event CMD_REJECTED); else **ACCEPTED** (ACK, CMD_ACCEPTED), then exactly "
+        "one of **COMPLETED** with optional result `data` (CMD_EXECUTED) or **FAILED** with a reason and one-line "
         "`data` (CMD_FAILED, event CMD_FAILED).\n\n"
-        "A DL_SACK packet gets only a NACK, when rejected. Frames that fail COBS, CRC or header checks carry nothing "
+        "`arsn`, `seq_count` and `opcode` echo what could be read; `data`/`detail` is a one-line explanation. A "
+        "DL_SACK gets only a NACK, when rejected. Frames that fail COBS, CRC or header checks carry nothing "
         "trustworthy to answer: they are counted (LINK_CRC_ERRORS, LINK_FRAME_ERRORS, LINK_OVERSIZE_FRAMES, "
-        "LINK_BYTES_DISCARDED) and reported by the throttled LINK_FRAME_REJECTED event, not NACKed. The ground "
-        "matches responses to commands by ARSN. Command arguments are positional, in the order of the commands "
-        "table.\n")
-    add("The anti-replay check has no window: a command frame the link duplicates is executed once and its copy "
-        "NACKed as REPLAY of the same ARSN (a client should keep waiting for the first copy's completion), and a "
-        "command overtaken by a newer ARSN is NACKed as REPLAY (a client may resend it with a fresh ARSN).\n")
+        "LINK_BYTES_DISCARDED) and reported by the LINK_FRAME_REJECTED event, a rejection report too. The ground "
+        "matches responses to commands by ARSN and believes a CMD_RESPONSE only if its MAC verifies with the key "
+        "and MAC of the command it sent; it reports a CMD_REJECTION only if no authenticated response arrives "
+        "before its timeout, and says so. Command arguments are positional, in the order of the commands table.\n")
+    add(f"**Rejection budget.** Rejection reports (CMD_REJECTION packets and the events marked as such in "
+        f"section 12) share one token bucket of **{sec_defaults.rejection_budget_octets_per_s} octets/s** (bursts of "
+        f"{sec_defaults.rejection_burst_octets}) of downlink, on a queue of their own below every other TM, so they "
+        "never displace a response to an authenticated command. Reports beyond it are counted in "
+        "LINK_REJECTIONS_SUPPRESSED (LINK_REJECTION_OCTETS counts what was sent), and at most once every "
+        f"{sec_defaults.rejection_summary_period_s} s a LINK_REJECTIONS_SUMMARY event tells how many uplink frames "
+        "and packets were rejected, how many reports were suppressed and the last reason.\n")
+    add("**Hazardous commands** must carry `confirm_hazardous` = true in the COMMAND body; the flight NACKs one "
+        "without it (NOT_CONFIRMED), whatever the ground tool checked.\n")
+    add("A command frame the link duplicates is executed once and its copy answered by a REPLAY rejection report; "
+        "a command overtaken by a newer ARSN is refused as REPLAY (a client may resend it with a fresh ARSN).\n")
     add("The flight is in **contact** (LINK_CONTACT) while it has received an authentic, fresh TC packet within the "
         "contact timeout (default 10 s); the ground sends a DL_SACK at least every second as keep-alive.\n")
 
@@ -184,9 +239,16 @@ def render_icd(dictionary: Dictionary | None = None) -> str:
         "sends DL_SACK listing, per job, the ranges of segment indices it holds; a completed result is acknowledged "
         "as one range [0, segment_count). Acknowledgements only ever add: the flight persists them, and a result "
         "fully acknowledged is delivered (event DL_RESULT_DELIVERED) and never sent again.\n"
-        "- The ground reassembles a result when it holds every segment, checks length and CRC-32, and archives it "
-        "under its job id, so no result is stored twice however often segments arrive.\n"
-        "- JOB_TOKENS streams are best-effort and never retransmitted; the result is the reliable copy.\n")
+        "- The ground reassembles a result when it holds every segment, checks length, CRC-32 and the result MAC "
+        "(section 4), and archives it under its job id, so no result is stored twice however often segments "
+        "arrive. A result that fails is dropped and re-requested: a DL_SACK entry with an empty range list, repeated "
+        "until a segment of it arrives again, makes the flight forget that result's acknowledgements and send it "
+        "all again (DL_RESULTS_REREQUESTED, event DL_RESULT_REREQUESTED). The ground never acknowledges the last "
+        "segment of a result before its checks pass. On closing, a ground session sends a last DL_SACK for "
+        "everything it archived.\n"
+        "- JOB_TOKENS streams are best-effort and never retransmitted; the result is the reliable copy. A stream "
+        "is split so that every packet fits: a token whose text alone does not fit is sent in pieces, the first "
+        "with its id, the rest with no id and the same `first_index`, to be joined in arrival order.\n")
 
     add("## 9. Enumerations\n")
     for enum in d.enums.values():
@@ -195,12 +257,13 @@ def render_icd(dictionary: Dictionary | None = None) -> str:
         add("")
 
     add("## 10. Commands\n")
-    add(_table(["opcode", "name", "hazardous", "arguments (in order)", "description"], [
-        [f"0x{c.opcode:04X}", c.name, "**yes**" if c.hazardous else "no",
+    add(_table(["opcode", "name", "hazardous", "key", "arguments (in order)", "description"], [
+        [f"0x{c.opcode:04X}", c.name, "**yes**" if c.hazardous else "no", "recovery" if c.recovery else "operations",
          "; ".join(f"`{a.name}` {_value_type(a)} ({_range(a)}): {a.description}" for a in c.args) or "none",
          c.description]
         for c in d.commands]))
-    add("\nHazardous commands are refused by the ground client unless explicitly confirmed.\n")
+    add("\nHazardous commands are refused by the ground client unless explicitly confirmed, and by the flight "
+        "unless the packet says they were (section 7).\n")
 
     add("## 11. Telemetry channels\n")
     add("Sent in HK packets as `channels` map entries, keyed by id. Limits: a value above `red_high` or below "
@@ -212,10 +275,11 @@ def render_icd(dictionary: Dictionary | None = None) -> str:
     add("## 12. Events\n")
     add("Sent as EVENT packets: `[event_id, [args...]]`; the ground renders the message with the format below "
         "(enum arguments shown by name). Events with a throttle are sent at most that many times per second; the "
-        "rest are counted in LINK_EVENTS_SUPPRESSED.\n")
-    add(_table(["id", "name", "severity", "throttle /s", "arguments", "format"], [
-        [e.id, e.name, e.severity, e.throttle or "-", ", ".join(f"`{a.name}` {_value_type(a)}" for a in e.args) or "none",
-         f"`{e.format}`"]
+        "rest are counted in LINK_EVENTS_SUPPRESSED. Rejection reports are also held to the rejection budget "
+        "(section 7).\n")
+    add(_table(["id", "name", "severity", "throttle /s", "rejection report", "arguments", "format"], [
+        [e.id, e.name, e.severity, e.throttle or "-", "yes" if e.rejection else "no",
+         ", ".join(f"`{a.name}` {_value_type(a)}" for a in e.args) or "none", f"`{e.format}`"]
         for e in d.events]))
     add("")
 
@@ -233,4 +297,9 @@ def render_icd(dictionary: Dictionary | None = None) -> str:
     add(f"COMMAND LINK_PING token=7, SPI 1, ARSN 1000, example key `{EXAMPLE_KEY.hex()}` (never fly it):\n")
     add("```\n" + _hex(tc) + "\n```\n")
     add(f"Its MAC is octets {len(tc) - CRC_OCTETS - MAC_OCTETS}–{len(tc) - CRC_OCTETS - 1}, its CRC the last two.\n")
+    response = codec.encode_tm("CMD_RESPONSE", {
+        "arsn": 1000, "seq_count": 5, "opcode": ping.opcode, "status": d.enum_value("CMD_STATUS", "COMPLETED"),
+        "reason": 0, "data": {"token": 7}}, 5, EXAMPLE_TIME, seal=Seal(1, 1000, EXAMPLE_KEY, tc[-CRC_OCTETS - MAC_OCTETS:-CRC_OCTETS]))
+    add("Its COMPLETED response: SPI 1, ARSN 1000, MAC over the packet and then the command's MAC:\n")
+    add("```\n" + _hex(response) + "\n```\n")
     return "\n".join(out)

@@ -13,7 +13,7 @@ import threading
 import zlib
 from typing import Any
 
-from flight.link.service import CommandFailure, LinkService
+from flight.link.service import CommandFailure, CommandOrigin, LinkService
 from flight.store.result_store import DuplicateJobError, Job
 
 log = logging.getLogger(__name__)
@@ -45,9 +45,9 @@ class PlaceholderJobRunner:
         self._wake.set()
         self._thread.join(timeout=2.0)
 
-    def submit(self, args: dict[str, Any]) -> dict[str, Any]:
+    def submit(self, args: dict[str, Any], origin: CommandOrigin) -> dict[str, Any]:
         """JOB_SUBMIT handler: persist the job, then let the runner pick it up."""
-        job = Job(args["job_id"], args["prompt"], args["max_tokens"])
+        job = Job(args["job_id"], args["prompt"], args["max_tokens"], origin.spi)
         try:
             new = self._store.add_job(job)
         except DuplicateJobError as exc:
@@ -76,7 +76,7 @@ class PlaceholderJobRunner:
             tokens = placeholder_completion(job.prompt, job.max_tokens)
             for first in range(0, len(tokens), self._tokens_per_chunk):
                 chunk = tokens[first:first + self._tokens_per_chunk]
-                self._service.send_tokens(job.job_id, first, [t for t, _ in chunk], "".join(s for _, s in chunk))
+                self._service.send_tokens(job.job_id, first, chunk)
             result = "".join(s for _, s in tokens).encode()
             self._service.publish_result(job.job_id, result)
         except Exception as exc:  # a failed job is reported and skipped, never retried forever

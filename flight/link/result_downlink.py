@@ -5,6 +5,13 @@ is up, each unacknowledged segment is sent, and sent again whenever rto_s passes
 ground's selective acknowledgement (DL_SACK) covering it. Acknowledgements are persisted in the
 result store, so after a restart only what the ground does not hold is sent again; the ground
 deduplicates what it receives twice.
+
+A DL_SACK entry states everything the ground holds of a result, so it replaces what was
+acknowledged before. Each segment carries the MAC of the whole result (sdls.result_mac), which
+the ground checks after reassembly; a ground that had to discard a result (bad CRC-32 or MAC)
+says so by listing what it holds of it now, often nothing, and every segment it no longer holds
+is sent again at once. (Were acknowledgements only ever added, a discarded result whose segments
+had been acknowledged would never be sent again.)
 """
 from __future__ import annotations
 
@@ -77,6 +84,8 @@ class ResultDownlink:
             "segment_count": result.segment_count,
             "result_octets": result.result_octets,
             "result_crc32": result.crc32,
+            "spi": result.spi,
+            "result_mac": result.mac,
             "data": self._store.segment(result.job_id, index),
         }
 
@@ -87,14 +96,20 @@ class ResultDownlink:
             if tracked is None:
                 continue  # already delivered, or never ours: nothing to do
             indices = from_ranges(ranges, tracked.result.segment_count)
-            if indices <= tracked.acked:
+            if indices == tracked.acked:
                 continue
             acked, delivered = self._store.acknowledge(job_id, indices)
             with self._lock:
+                withdrawn = tracked.acked - acked
+                for index in withdrawn:
+                    tracked.sent_at.pop(index, None)  # the ground lost it: send it now, not after a timeout
                 tracked.acked = set(acked)
                 if delivered:
                     del self._tracked[job_id]
                 self._telemetry.set("DL_RESULTS_PENDING", len(self._tracked))
+            if withdrawn:
+                self._telemetry.add("DL_RESULTS_REREQUESTED")
+                self._events.emit("DL_RESULT_REREQUESTED", job_id=job_id)
             if delivered:
                 self._telemetry.add("DL_RESULTS_DELIVERED")
                 self._events.emit("DL_RESULT_DELIVERED", job_id=job_id, segment_count=tracked.result.segment_count)

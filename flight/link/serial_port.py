@@ -35,8 +35,9 @@ class SerialPort:
         self.write(b"\x00")
 
     def start(self, on_bytes: Callable[[bytes], None]) -> None:
-        """Open the port and start the receive thread."""
-        self.open()
+        """Open the port, unless open() already did, and start the receive thread."""
+        if self._serial is None:
+            self.open()
         self._thread = threading.Thread(target=self._receive, args=(on_bytes,), name=f"rx {self.port}", daemon=True)
         self._thread.start()
 

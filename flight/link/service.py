@@ -1,9 +1,16 @@
 """The flight-side link service: the one object the executive talks to about the ground.
 
-Uplink: bytes -> Deframer -> authenticate (SDLS MAC) -> anti-replay (persisted) -> decode ->
-ACK and queue for the handler registered for the command, or NACK with a reason. The handler
-runs on the command thread and its outcome becomes the completion report. DL_SACK packets go to
-the result downlink instead.
+Uplink: bytes -> Deframer -> authenticate (SDLS MAC) -> anti-replay (persisted, windowed) ->
+decode -> ACK and queue for the handler registered for the command, or NACK with a reason. The
+handler runs on the command thread and its outcome becomes the completion report. DL_SACK
+packets go to the result downlink instead.
+
+Two kinds of NACK. Input that never proved itself authentic and fresh (bad framing, unknown
+key, bad MAC, replayed or out-of-window ARSN) costs an attacker nothing to send, so what it
+provokes is an unauthenticated CMD_REJECTION, an event and counters, all within one small
+rejection budget of downlink octets, summarised by LINK_REJECTIONS_SUMMARY. Everything that
+answers an authentic fresh packet (ACK, NACK, completion) is a CMD_RESPONSE authenticated with
+the command's key and bound to the command's MAC, on a queue rejections never touch.
 
 Downlink: the executive feeds housekeeping (set_channel, add_channel_source), events
 (emit_event), token streams (send_tokens) and results (publish_result); the TM writer sends them
@@ -21,25 +28,27 @@ from typing import Any, Callable
 
 import msgpack
 
-from flight.link.codec import AuthenticTc, LinkError, PacketCodec
-from flight.link.dictionary import CommandDef, Dictionary, load_dictionary
+from flight.link.codec import AuthenticTc, LinkError, PacketCodec, Seal
+from flight.link.dictionary import CommandDef, Dictionary, EventDef, load_dictionary
 from flight.link.event_reporter import EventReporter
 from flight.link.framing import Deframer
 from flight.link.keys import KeyRing
 from flight.link.result_downlink import ResultDownlink
+from flight.link.sdls import result_mac
 from flight.link.serial_port import SerialPort
 from flight.link.telemetry import Telemetry
 from flight.link.tm_writer import TmWriter
+from flight.link.token_bucket import TokenBucket
 from flight.store.anti_replay import AntiReplayCounter
 from flight.store.onboard_db import OnboardDb
 from flight.store.result_store import ResultStore
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[dict[str, Any]], "dict[str, Any] | None"]
 ChannelSource = Callable[[], "dict[str, Any]"]
 
 _AUTH_REASONS = frozenset({"BAD_SECURITY", "UNKNOWN_KEY", "BAD_MAC"})
+_SECURITY = load_dictionary().security
 _DEFRAMER_CHANNELS = {
     "FRAMES_OK": "LINK_FRAMES_RECEIVED",
     "DISCARDED_OCTETS": "LINK_BYTES_DISCARDED",
@@ -51,12 +60,15 @@ _DEFRAMER_CHANNELS = {
 _CLEARABLE = [
     "CMD_ACCEPTED", "CMD_REJECTED", "CMD_EXECUTED", "CMD_FAILED", "LINK_CRC_ERRORS", "LINK_FRAME_ERRORS",
     "LINK_OVERSIZE_FRAMES", "LINK_AUTH_FAILURES", "LINK_REPLAYS_REJECTED", "LINK_BYTES_DISCARDED",
-    "LINK_EVENTS_SUPPRESSED", "LINK_PACKETS_DROPPED",
+    "LINK_EVENTS_SUPPRESSED", "LINK_PACKETS_DROPPED", "LINK_REJECTIONS_SUPPRESSED", "LINK_ARSN_OUT_OF_WINDOW",
 ]
 _COUNTERS = _CLEARABLE + [
-    "LINK_FRAMES_RECEIVED", "LINK_PACKETS_SENT", "DL_SEGMENTS_SENT", "DL_SEGMENTS_RETRANSMITTED",
-    "DL_RESULTS_DELIVERED", "DL_SACKS_RECEIVED",
+    "LINK_FRAMES_RECEIVED", "LINK_PACKETS_SENT", "LINK_REJECTION_OCTETS", "DL_SEGMENTS_SENT",
+    "DL_SEGMENTS_RETRANSMITTED", "DL_RESULTS_DELIVERED", "DL_SACKS_RECEIVED", "DL_RESULTS_REREQUESTED",
 ]
+# Room in a JOB_TOKENS packet for everything but the token ids and text: headers, CRC, the
+# body's array and integers (checked against the real encoding when a stream is split).
+_TOKENS_OVERHEAD = 40
 _MAX_DETAIL = 200
 
 
@@ -69,12 +81,27 @@ class CommandFailure(Exception):
         self.detail = detail
 
 
+@dataclass(frozen=True)
+class CommandOrigin:
+    """Who sent an accepted command: its key and anti-replay sequence number."""
+
+    spi: int
+    arsn: int
+
+
+Handler = Callable[[dict[str, Any], CommandOrigin], "dict[str, Any] | None"]
+
+
 @dataclass
 class LinkConfig:
     hk_period_s: float = 1.0
     contact_timeout_s: float = 10.0  # no valid uplink for this long: contact lost
     rto_s: float = 3.0  # result segment retransmission timeout
     command_queue_depth: int = 32
+    arsn_window: int = _SECURITY.arsn_window
+    rejection_budget_octets_per_s: float = _SECURITY.rejection_budget_octets_per_s
+    rejection_burst_octets: float = _SECURITY.rejection_burst_octets
+    rejection_summary_period_s: float = _SECURITY.rejection_summary_period_s
 
 
 def _one_line(text: str) -> str:
@@ -92,10 +119,12 @@ class LinkService:
         self._db = db
         self._port = port
         self._keys = keys
+        self._sign_legacy_results()
         self._replay = AntiReplayCounter(db)
-        self._events = EventReporter(self.dictionary, self.telemetry, lambda fields: self._writer.submit("EVENT", fields))
+        self._events = EventReporter(self.dictionary, self.telemetry, self._send_event)
         self.downlink = ResultDownlink(self.results, self.telemetry, self._events, self.config.rto_s, self.link_up)
-        self._writer = TmWriter(port, self.codec, self.telemetry, self.downlink)
+        budget = TokenBucket(self.config.rejection_budget_octets_per_s, self.config.rejection_burst_octets)
+        self._writer = TmWriter(port, self.codec, self.telemetry, self.downlink, budget)
         self.deframer = Deframer(self.dictionary.max_packet_octets, on_reject=self._frame_rejected)
         self._deframer_seen = dict(self.deframer.counters)
         self._handlers: dict[str, Handler] = {
@@ -103,10 +132,12 @@ class LinkService:
             "CMD_CLEAR_COUNTERS": self._clear_counters,
             "LINK_PING": self._ping,
             "LINK_SET_HK_PERIOD": self._set_hk_period,
+            "LINK_SET_ARSN": self._set_arsn,
         }
         self._channel_sources: list[ChannelSource] = []
         self._commands: queue.Queue[tuple[CommandDef, dict[str, Any], AuthenticTc] | None] = queue.Queue(
             self.config.command_queue_depth)
+        self._rejections = _RejectionTally()
         self._hk_period_s = self.config.hk_period_s
         self._hk_wake = threading.Event()
         self._stop = threading.Event()
@@ -122,8 +153,8 @@ class LinkService:
 
     # --- the executive's interface -----------------------------------------------------------
     def register_handler(self, command: str, handler: Handler) -> None:
-        """Run handler(args by name) for each accepted `command`; return completion data or None,
-        raise CommandFailure for a reasoned failure."""
+        """Run handler(args by name, origin) for each accepted `command`; return completion data
+        or None, raise CommandFailure for a reasoned failure."""
         if command not in self.dictionary.command_by_name:
             raise KeyError(f"{command} is not in the dictionary")
         self._handlers[command] = handler
@@ -138,13 +169,21 @@ class LinkService:
     def emit_event(self, name: str, **args: Any) -> bool:
         return self._events.emit(name, **args)
 
-    def send_tokens(self, job_id: int, first_index: int, token_ids: list[int], text: str) -> None:
-        self._writer.submit("JOB_TOKENS", {"job_id": job_id, "first_index": first_index,
-                                           "token_ids": token_ids, "text": text})
+    def send_tokens(self, job_id: int, first_index: int, tokens: list[tuple[int, str]]) -> None:
+        """Stream (token id, text) pairs starting at token first_index, best-effort, in as many
+        JOB_TOKENS packets as it takes for each to fit. A token whose text alone does not fit is
+        sent in pieces: the first carries its id, the rest no id and the same first_index."""
+        for fields in _token_packets(job_id, first_index, tokens, self.dictionary.max_packet_octets - _TOKENS_OVERHEAD):
+            self._writer.submit("JOB_TOKENS", fields)
 
     def publish_result(self, job_id: int, data: bytes) -> bool:
-        """Persist a job result and queue it for reliable downlink; False if the job had one already."""
-        stored = self.results.store_result(job_id, data)
+        """Persist a job result with its MAC and queue it for reliable downlink; False if the job
+        had one already. The MAC is made with the key that submitted the job."""
+        spi = self.results.job_spi(job_id)
+        key = None if spi is None else self._keys.get(spi)
+        if key is None:
+            raise KeyError(f"job {job_id}: no key for SPI {spi} to authenticate its result")
+        stored = self.results.store_result(job_id, data, spi, result_mac(key, job_id, data))
         self.downlink.add(job_id)
         self._writer.wake()
         return stored
@@ -159,6 +198,7 @@ class LinkService:
         boot_count = self._db.increment_boot_count()
         self.telemetry.set("LINK_BOOT_COUNT", boot_count)
         self.telemetry.set("LINK_LAST_ARSN", self._replay.highest())
+        self.telemetry.set("LINK_RECOVERY_CHALLENGE", self._replay.challenge())
         self.telemetry.set("LINK_CONTACT", False)
         self._writer.start()
         for thread in self._threads:
@@ -192,23 +232,25 @@ class LinkService:
         self._deframer_seen = dict(self.deframer.counters)
 
     def _frame_rejected(self, reason: str, octets: int) -> None:
+        self._rejections.add(reason)
         self._events.emit("LINK_FRAME_REJECTED", reason=self.dictionary.enum_value("REASON", reason),
                           octets=min(octets, 0xFFFFFFFF))
 
+    def _send_event(self, event: EventDef, fields: dict[str, Any]) -> None:
+        self._writer.submit("EVENT", fields, rejection=event.rejection)
+
     def _handle_uplink(self, packet: bytes) -> None:
         try:
-            tc = self.codec.authenticate_tc(packet, self._keys)
-            try:
-                fresh = self._replay.accept(tc.spi, tc.arsn)
-            except sqlite3.Error as exc:
-                raise LinkError("STORE_ERROR", f"anti-replay counter not saved: {exc}", arsn=tc.arsn,
-                                seq_count=tc.seq_count) from None
-            if not fresh:
-                raise LinkError("REPLAY", f"ARSN {tc.arsn} is not above {self._replay.last(tc.spi)} for SPI {tc.spi}",
-                                arsn=tc.arsn, seq_count=tc.seq_count)
-            self.telemetry.set("LINK_LAST_ARSN", max(tc.arsn, self.telemetry.get("LINK_LAST_ARSN") or 0))
-            self._note_contact()
+            tc = self._authentic_and_fresh(packet)
+        except LinkError as exc:
+            self._reject_unverified(exc)
+            return
+        self.telemetry.set("LINK_LAST_ARSN", max(tc.arsn, self.telemetry.get("LINK_LAST_ARSN") or 0))
+        self._note_contact()
+        try:
             fields = self.codec.decode_tc_fields(tc)
+            if self._keys.is_recovery(tc.spi) and tc.kind.name != "COMMAND":
+                raise LinkError("KEY_NOT_ALLOWED", f"SPI {tc.spi} is a recovery key; it sends recovery commands only")
             if tc.kind.name == "DL_SACK":
                 self.telemetry.add("DL_SACKS_RECEIVED")
                 self.downlink.on_sack(fields["entries"])
@@ -216,36 +258,74 @@ class LinkService:
             else:
                 self._accept_command(tc, fields)
         except LinkError as exc:
-            self._reject(exc)
+            self._reject_authentic(tc, exc)
+
+    def _authentic_and_fresh(self, packet: bytes) -> AuthenticTc:
+        """The packet if its MAC verifies and its ARSN is fresh (now recorded); LinkError if not."""
+        tc = self.codec.authenticate_tc(packet, self._keys)
+        context = {"spi": tc.spi, "arsn": tc.arsn, "seq_count": tc.seq_count}
+        try:
+            if self._keys.is_recovery(tc.spi):
+                verdict = None if self._replay.take_challenge(tc.arsn) else "REPLAY"
+                if verdict is None:
+                    self.telemetry.set("LINK_RECOVERY_CHALLENGE", self._replay.challenge())
+            else:
+                verdict = self._replay.accept(tc.spi, tc.arsn, self.config.arsn_window)
+        except sqlite3.Error as exc:
+            raise LinkError("STORE_ERROR", f"anti-replay counter not saved: {exc}", **context) from None
+        if verdict == "REPLAY":
+            raise LinkError("REPLAY", f"ARSN {tc.arsn} is not fresh for SPI {tc.spi}", **context)
+        if verdict == "OUT_OF_WINDOW":
+            raise LinkError("OUT_OF_WINDOW", f"ARSN {tc.arsn} is more than {self.config.arsn_window} above "
+                            f"the last accepted for SPI {tc.spi}", **context)
+        return tc
 
     def _accept_command(self, tc: AuthenticTc, fields: dict[str, Any]) -> None:
         command, args = self.codec.command_of(tc, fields)
-        context = {"arsn": tc.arsn, "seq_count": tc.seq_count, "opcode": command.opcode}
+        context = {"opcode": command.opcode}
+        if command.recovery != self._keys.is_recovery(tc.spi):
+            raise LinkError("KEY_NOT_ALLOWED", f"{command.name} needs {'a recovery' if command.recovery else 'an operations'}"
+                            f" key, SPI {tc.spi} is not one", **context)
+        if command.hazardous and not fields["confirm_hazardous"]:
+            raise LinkError("NOT_CONFIRMED", f"{command.name} is hazardous and the packet does not confirm it", **context)
         if command.name not in self._handlers:
             raise LinkError("NOT_AVAILABLE", f"nothing onboard executes {command.name} now", **context)
         if self._commands.full():  # only this thread puts, so the check holds until the put
             raise LinkError("BUSY", f"{self.config.command_queue_depth} commands already queued", **context)
         self.telemetry.add("CMD_ACCEPTED")
-        self._respond(tc.arsn, tc.seq_count, command.opcode, "ACCEPTED", "NONE", None)
+        self._respond(tc, command.opcode, "ACCEPTED", "NONE", None)
         self._commands.put_nowait((command, args, tc))
 
-    def _reject(self, exc: LinkError) -> None:
+    def _reject_unverified(self, exc: LinkError) -> None:
+        """NACK input that did not prove itself authentic and fresh: unauthenticated, budgeted."""
         self.telemetry.add("CMD_REJECTED")
         if exc.reason in _AUTH_REASONS:
             self.telemetry.add("LINK_AUTH_FAILURES")
         elif exc.reason == "REPLAY":
             self.telemetry.add("LINK_REPLAYS_REJECTED")
-        self._respond(exc.arsn, exc.seq_count, exc.opcode, "REJECTED", exc.reason, _one_line(exc.detail))
-        self._events.emit("CMD_REJECTED", reason=self.dictionary.enum_value("REASON", exc.reason),
-                          opcode=exc.opcode, arsn=exc.arsn)
+        elif exc.reason == "OUT_OF_WINDOW":
+            self.telemetry.add("LINK_ARSN_OUT_OF_WINDOW")
+        self._rejections.add(exc.reason)
+        reason = self.dictionary.enum_value("REASON", exc.reason)
+        self._writer.submit("CMD_REJECTION", {"spi": exc.spi, "arsn": exc.arsn, "seq_count": exc.seq_count,
+                                              "reason": reason, "detail": _one_line(exc.detail)}, rejection=True)
+        self._events.emit("CMD_REJECTED", reason=reason, opcode=None, arsn=exc.arsn)
 
-    def _respond(self, arsn: int | None, seq_count: int | None, opcode: int | None, status: str, reason: str,
-                 data: Any) -> None:
+    def _reject_authentic(self, tc: AuthenticTc, exc: LinkError) -> None:
+        """NACK an authentic fresh packet that cannot be executed: an authenticated response."""
+        self.telemetry.add("CMD_REJECTED")
+        self._respond(tc, exc.opcode, "REJECTED", exc.reason, _one_line(exc.detail))
+        self._events.emit("CMD_REJECTED", reason=self.dictionary.enum_value("REASON", exc.reason),
+                          opcode=exc.opcode, arsn=tc.arsn)
+
+    def _respond(self, tc: AuthenticTc, opcode: int | None, status: str, reason: str, data: Any) -> None:
+        key = self._keys.get(tc.spi)
+        assert key is not None  # tc authenticated with it
         self._writer.submit("CMD_RESPONSE", {
-            "arsn": arsn, "seq_count": seq_count, "opcode": opcode,
+            "arsn": tc.arsn, "seq_count": tc.seq_count, "opcode": opcode,
             "status": self.dictionary.enum_value("CMD_STATUS", status),
             "reason": self.dictionary.enum_value("REASON", reason), "data": data,
-        })
+        }, seal=Seal(tc.spi, tc.arsn, key, tc.mac))
 
     def _note_contact(self) -> None:
         self._last_contact = time.monotonic()
@@ -261,7 +341,7 @@ class LinkService:
         while (item := self._commands.get()) is not None:
             command, args, tc = item
             try:
-                data = self._handlers[command.name](args)
+                data = self._handlers[command.name](args, CommandOrigin(tc.spi, tc.arsn))
                 msgpack.packb(data, use_bin_type=True)  # fail here, not silently in the writer
             except CommandFailure as exc:
                 self._complete_failed(command, tc, exc.reason, _one_line(exc.detail))
@@ -270,30 +350,50 @@ class LinkService:
                 self._complete_failed(command, tc, "EXECUTION_ERROR", _one_line(f"{type(exc).__name__}: {exc}"))
             else:
                 self.telemetry.add("CMD_EXECUTED")
-                self._respond(tc.arsn, tc.seq_count, command.opcode, "COMPLETED", "NONE", data)
+                self._respond(tc, command.opcode, "COMPLETED", "NONE", data)
                 self._events.emit("CMD_COMPLETED", command=command.name)
 
     def _complete_failed(self, command: CommandDef, tc: AuthenticTc, reason: str, detail: str) -> None:
         self.telemetry.add("CMD_FAILED")
-        self._respond(tc.arsn, tc.seq_count, command.opcode, "FAILED", reason, detail)
+        self._respond(tc, command.opcode, "FAILED", reason, detail)
         self._events.emit("CMD_FAILED", command=command.name,
                           reason=self.dictionary.enum_value("REASON", reason), detail=detail)
 
-    def _noop(self, args: dict[str, Any]) -> None:
+    def _noop(self, args: dict[str, Any], origin: CommandOrigin) -> None:
         self._events.emit("CMD_NOOP_RECEIVED", dictionary_version=self.dictionary.version)
 
-    def _clear_counters(self, args: dict[str, Any]) -> None:
+    def _clear_counters(self, args: dict[str, Any], origin: CommandOrigin) -> None:
         self.telemetry.zero(_CLEARABLE)
         self._events.emit("CMD_COUNTERS_CLEARED")
 
-    def _ping(self, args: dict[str, Any]) -> dict[str, Any]:
+    def _ping(self, args: dict[str, Any], origin: CommandOrigin) -> dict[str, Any]:
         self._events.emit("LINK_PING_ANSWERED", token=args["token"])
         return {"token": args["token"]}
 
-    def _set_hk_period(self, args: dict[str, Any]) -> None:
+    def _set_hk_period(self, args: dict[str, Any], origin: CommandOrigin) -> None:
         self._hk_period_s = args["period_ms"] / 1000.0
         self._hk_wake.set()
         self._events.emit("LINK_HK_PERIOD_SET", period_ms=args["period_ms"])
+
+    def _set_arsn(self, args: dict[str, Any], origin: CommandOrigin) -> dict[str, Any]:
+        spi = args["spi"]
+        if self._keys.get(spi) is None or self._keys.is_recovery(spi):
+            raise CommandFailure("BAD_ARGUMENT", f"SPI {spi} is not an operations key of this node")
+        try:
+            previous, new = self._replay.set(spi, args["last_arsn"], args["allow_lower"])
+        except sqlite3.Error as exc:
+            raise CommandFailure("STORE_ERROR", f"anti-replay counter not saved: {exc}") from None
+        self.telemetry.set("LINK_LAST_ARSN", self._replay.highest())
+        self._events.emit("LINK_ARSN_SET", spi=spi, previous=previous, last_arsn=new, recovery_spi=origin.spi)
+        return {"spi": spi, "previous": previous, "last_arsn": new}
+
+    def _sign_legacy_results(self) -> None:
+        """Results stored before results carried MACs get one, with the first operations key."""
+        for result in self.results.pending_results():
+            if not result.mac:
+                spi = min(spi for spi in self._keys.spis if not self._keys.is_recovery(spi))
+                data = self.results.result(result.job_id) or b""
+                self.results.sign_result(result.job_id, spi, result_mac(self._keys.get(spi), result.job_id, data))
 
     # --- housekeeping ------------------------------------------------------------------------
     def _run_housekeeping(self) -> None:
@@ -312,6 +412,7 @@ class LinkService:
         if lost:
             self.telemetry.set("LINK_CONTACT", False)
             self._events.emit("LINK_CONTACT_LOST", timeout_ms=int(self.config.contact_timeout_s * 1000))
+        self._summarise_rejections(now)
         for source in self._channel_sources:
             try:
                 for name, value in source().items():
@@ -319,3 +420,75 @@ class LinkService:
             except Exception:  # one bad sensor must not silence housekeeping
                 log.exception("channel source fault")
         self._writer.submit("HK", {"channels": self.telemetry.snapshot()})
+
+    def _summarise_rejections(self, now: float) -> None:
+        period = self.config.rejection_summary_period_s
+        summary = self._rejections.take_if_due(now, period, self.telemetry.get("LINK_REJECTIONS_SUPPRESSED") or 0)
+        if summary is not None:
+            count, suppressed, reason = summary
+            self._events.emit("LINK_REJECTIONS_SUMMARY", count=min(count, 0xFFFFFFFF), period_s=int(period),
+                              suppressed=suppressed, reason=self.dictionary.enum_value("REASON", reason))
+
+
+class _RejectionTally:
+    """Rejected uplink input since the last LINK_REJECTIONS_SUMMARY (at most one per period)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self._reason = "NONE"
+        self._since = time.monotonic()
+        self._suppressed_before = 0
+
+    def add(self, reason: str) -> None:
+        with self._lock:
+            self._count += 1
+            self._reason = reason
+
+    def take_if_due(self, now: float, period_s: float, suppressed_total: int) -> tuple[int, int, str] | None:
+        """(count, reports suppressed, last reason) once a period has passed with rejections."""
+        with self._lock:
+            if now - self._since < period_s or not self._count:
+                return None
+            summary = (self._count, (suppressed_total - self._suppressed_before) % (1 << 32), self._reason)
+            self._count, self._since, self._suppressed_before = 0, now, suppressed_total
+            return summary
+
+
+def _token_packets(job_id: int, first_index: int, tokens: list[tuple[int, str]], room: int) -> list[dict[str, Any]]:
+    """JOB_TOKENS fields for tokens, each packet's ids and UTF-8 text within room octets."""
+    packets: list[dict[str, Any]] = []
+    ids: list[int] = []
+    text = b""
+    start = first_index
+
+    def add(first: int, token_ids: list[int], data: bytes) -> None:
+        packets.append({"job_id": job_id, "first_index": first, "token_ids": token_ids, "text": data.decode()})
+
+    def size(token_ids: list[int], octets: int) -> int:
+        return len(msgpack.packb(token_ids)) + octets
+
+    for index, (token_id, piece) in enumerate(tokens, first_index):
+        encoded = piece.encode("utf-8", "replace")
+        if ids and size(ids + [token_id], len(text) + len(encoded)) > room:
+            add(start, ids, text)
+            ids, text = [], b""
+        if size(ids + [token_id], len(text) + len(encoded)) <= room:
+            if not ids:
+                start = index
+            ids.append(token_id)
+            text += encoded
+            continue
+        # One token's text larger than a packet: pieces cut at character boundaries, the first
+        # with the token's id, the rest with none.
+        piece_ids = [token_id]
+        while size(piece_ids, len(encoded)) > room:
+            cut = room - size(piece_ids, 0)
+            while (encoded[cut] & 0xC0) == 0x80:  # a UTF-8 continuation octet: cut before its character
+                cut -= 1
+            add(index, piece_ids, encoded[:cut])
+            piece_ids, encoded = [], encoded[cut:]
+        add(index, piece_ids, encoded)
+    if ids:
+        add(start, ids, text)
+    return packets

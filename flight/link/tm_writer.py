@@ -1,10 +1,17 @@
 """The downlink writer: one thread that encodes and writes telemetry in priority order.
 
-Command responses go first, then events, housekeeping and token streams; result segments fill
-the line only when nothing else waits, pulled from a bulk source at the moment they can be sent
-(so a retransmission is never queued behind stale copies). Packets are encoded when written, so
-each APID's sequence count follows the order on the wire. A full queue drops its oldest packet
-and counts it in LINK_PACKETS_DROPPED; the writer never blocks its callers.
+Command responses go first, then events, housekeeping and token streams; reports about rejected
+uplink input come after those, and result segments fill the line only when nothing else waits,
+pulled from a bulk source at the moment they can be sent (so a retransmission is never queued
+behind stale copies). Packets are encoded when written, so each APID's sequence count follows
+the order on the wire. A full queue drops its oldest packet and counts it in
+LINK_PACKETS_DROPPED; the writer never blocks its callers.
+
+Rejection reports (CMD_REJECTION packets and events marked as rejection reports) answer input
+nobody authenticated, so they have a queue of their own that can never displace a response to
+an authenticated command, and they share one token bucket of downlink octets: whatever a
+flood of hostile frames provokes, it costs the downlink at most that budget. Reports beyond it
+are counted in LINK_REJECTIONS_SUPPRESSED and summarised by the link service.
 """
 from __future__ import annotations
 
@@ -16,16 +23,21 @@ from typing import Any, Protocol
 
 import serial
 
-from flight.link.codec import PacketCodec
+from flight.link.codec import PacketCodec, Seal
 from flight.link.framing import frame
 from flight.link.serial_port import SerialPort
 from flight.link.spacepacket import SequenceCounters
 from flight.link.telemetry import Telemetry
+from flight.link.token_bucket import TokenBucket
 
 log = logging.getLogger(__name__)
 
 PRIORITY = ("CMD_RESPONSE", "EVENT", "HK", "JOB_TOKENS")
+REJECTIONS = "rejections"
 MAX_IDLE_S = 1.0
+REJECTION_QUEUE_LIMIT = 8  # a few reports waiting is plenty: they describe a flood, not each frame
+
+_Item = tuple[str, dict[str, Any], Seal | None]
 
 
 class BulkSource(Protocol):
@@ -35,14 +47,15 @@ class BulkSource(Protocol):
 
 class TmWriter:
     def __init__(self, port: SerialPort, codec: PacketCodec, telemetry: Telemetry, bulk: BulkSource,
-                 queue_limit: int = 256, error_backoff_s: float = 0.5):
+                 rejection_budget: TokenBucket, queue_limit: int = 256, error_backoff_s: float = 0.5):
         self._port = port
         self._codec = codec
         self._telemetry = telemetry
         self._bulk = bulk
+        self._rejection_budget = rejection_budget
         self._error_backoff_s = error_backoff_s
-        self._queues: dict[str, deque[dict[str, Any]]] = {kind: deque() for kind in PRIORITY}
-        self._queue_limit = queue_limit
+        self._queues: dict[str, deque[_Item]] = {kind: deque() for kind in (*PRIORITY, REJECTIONS)}
+        self._limits = {**dict.fromkeys(PRIORITY, queue_limit), REJECTIONS: REJECTION_QUEUE_LIMIT}
         self._sequence = SequenceCounters()
         self._cond = threading.Condition()
         self._stopping = False
@@ -57,13 +70,15 @@ class TmWriter:
             self._cond.notify()
         self._thread.join(timeout=2.0)
 
-    def submit(self, kind: str, fields: dict[str, Any]) -> None:
+    def submit(self, kind: str, fields: dict[str, Any], *, seal: Seal | None = None, rejection: bool = False) -> None:
+        """Queue a packet; seal it if its kind is secured; rejection reports go on the budgeted queue."""
+        queue_name = REJECTIONS if rejection else kind
         with self._cond:
-            queue = self._queues[kind]
-            if len(queue) >= self._queue_limit:
+            queue = self._queues[queue_name]
+            if len(queue) >= self._limits[queue_name]:
                 queue.popleft()
-                self._telemetry.add("LINK_PACKETS_DROPPED")
-            queue.append(fields)
+                self._telemetry.add("LINK_REJECTIONS_SUPPRESSED" if rejection else "LINK_PACKETS_DROPPED")
+            queue.append((kind, fields, seal))
             self._cond.notify()
 
     def wake(self) -> None:
@@ -71,30 +86,39 @@ class TmWriter:
         with self._cond:
             self._cond.notify()
 
-    def _next(self) -> tuple[str, dict[str, Any]] | None:
+    def _next(self) -> tuple[_Item, bool] | None:
+        """The next packet to send and whether it is a rejection report; None when stopping."""
         with self._cond:
             while not self._stopping:
-                for kind in PRIORITY:
-                    if self._queues[kind]:
-                        return kind, self._queues[kind].popleft()
+                for name in PRIORITY:
+                    if self._queues[name]:
+                        return self._queues[name].popleft(), False
+                if self._queues[REJECTIONS]:
+                    return self._queues[REJECTIONS].popleft(), True
                 item, wait = self._bulk.poll(time.monotonic())
                 if item is not None:
-                    return item
+                    return (*item, None), False
                 self._cond.wait(timeout=MAX_IDLE_S if wait is None else min(wait, MAX_IDLE_S))
             return None
 
     def _run(self) -> None:
-        while (item := self._next()) is not None:
-            kind, fields = item
+        while (next_item := self._next()) is not None:
+            (kind, fields, seal), rejection = next_item
             apid = self._codec.dictionary.packet(kind).apid
             try:
-                packet = self._codec.encode_tm(kind, fields, self._sequence.take(apid))
+                packet = self._codec.encode_tm(kind, fields, self._sequence.take(apid), seal=seal)
             except (ValueError, KeyError) as exc:
                 log.error("dropping %s that cannot be encoded: %s", kind, exc)
                 self._telemetry.add("LINK_PACKETS_DROPPED")
                 continue
+            wire = frame(packet)
+            if rejection:
+                if not self._rejection_budget.take(len(wire)):
+                    self._telemetry.add("LINK_REJECTIONS_SUPPRESSED")
+                    continue
+                self._telemetry.add("LINK_REJECTION_OCTETS", len(wire))
             try:
-                self._port.write(frame(packet))
+                self._port.write(wire)
             except (serial.SerialException, OSError) as exc:
                 log.warning("downlink write failed: %s", exc)
                 self._telemetry.add("LINK_PACKETS_DROPPED")

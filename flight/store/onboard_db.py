@@ -16,6 +16,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     job_id INTEGER PRIMARY KEY,
     prompt TEXT NOT NULL,
     max_tokens INTEGER NOT NULL,
+    spi INTEGER NOT NULL DEFAULT 0,
     state TEXT NOT NULL CHECK (state IN ('queued', 'done', 'failed')),
     submitted REAL NOT NULL
 );
@@ -25,15 +26,28 @@ CREATE TABLE IF NOT EXISTS results (
     crc32 INTEGER NOT NULL,
     segment_count INTEGER NOT NULL,
     acked BLOB NOT NULL,
+    spi INTEGER NOT NULL DEFAULT 0,
+    mac BLOB NOT NULL DEFAULT X'',
     delivered INTEGER NOT NULL DEFAULT 0,
     stored REAL NOT NULL
 );
 """
+# Columns added after the first release, so a store written by it opens and keeps its data.
+# Results stored before carry no MAC; the link service signs them when it starts.
+_ADDED_COLUMNS = (
+    ("jobs", "spi", "INTEGER NOT NULL DEFAULT 0"),
+    ("results", "spi", "INTEGER NOT NULL DEFAULT 0"),
+    ("results", "mac", "BLOB NOT NULL DEFAULT X''"),
+)
 
 
 class OnboardDb(SqliteDb):
     def __init__(self, path: str | os.PathLike[str]):
         super().__init__(path, _SCHEMA, synchronous_full=True)
+        with self.transaction() as conn:
+            for table, column, declaration in _ADDED_COLUMNS:
+                if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def increment_boot_count(self) -> int:
         with self.transaction() as conn:

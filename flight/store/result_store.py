@@ -23,6 +23,7 @@ class Job:
     job_id: int
     prompt: str
     max_tokens: int
+    spi: int  # key of the command that submitted it; its result is authenticated with that key
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class PendingResult:
     crc32: int
     segment_count: int
     acked: frozenset[int]
+    spi: int
+    mac: bytes  # sdls.result_mac of the whole result; empty for a result stored before MACs existed
 
 
 def _bits(bitmap: bytes) -> frozenset[int]:
@@ -52,27 +55,33 @@ class ResultStore:
                     raise DuplicateJobError(f"job {job.job_id} already exists with other arguments")
                 return False
             conn.execute(
-                "INSERT INTO jobs (job_id, prompt, max_tokens, state, submitted) VALUES (?, ?, ?, 'queued', ?)",
-                (job.job_id, job.prompt, job.max_tokens, time.time()),
+                "INSERT INTO jobs (job_id, prompt, max_tokens, spi, state, submitted) VALUES (?, ?, ?, ?, 'queued', ?)",
+                (job.job_id, job.prompt, job.max_tokens, job.spi, time.time()),
             )
             return True
 
     def queued_jobs(self) -> list[Job]:
-        rows = self._db.query("SELECT job_id, prompt, max_tokens FROM jobs WHERE state = 'queued' ORDER BY submitted, job_id")
+        rows = self._db.query(
+            "SELECT job_id, prompt, max_tokens, spi FROM jobs WHERE state = 'queued' ORDER BY submitted, job_id")
         return [Job(*row) for row in rows]
+
+    def job_spi(self, job_id: int) -> int | None:
+        rows = self._db.query("SELECT spi FROM jobs WHERE job_id = ?", (job_id,))
+        return rows[0][0] if rows else None
 
     def queue_depth(self) -> int:
         return self._db.query("SELECT count(*) FROM jobs WHERE state = 'queued'")[0][0]
 
-    def store_result(self, job_id: int, data: bytes) -> bool:
-        """Persist a job's result and mark the job done, atomically; False if it already had one."""
+    def store_result(self, job_id: int, data: bytes, spi: int, mac: bytes) -> bool:
+        """Persist a job's result with its MAC and mark the job done, atomically; False if it already had one."""
         segment_count = max(1, -(-len(data) // self.segment_octets))
         with self._db.transaction() as conn:
             if conn.execute("SELECT 1 FROM results WHERE job_id = ?", (job_id,)).fetchone():
                 return False
             conn.execute(
-                "INSERT INTO results (job_id, data, crc32, segment_count, acked, stored) VALUES (?, ?, ?, ?, ?, ?)",
-                (job_id, data, zlib.crc32(data), segment_count, bytes(-(-segment_count // 8)), time.time()),
+                "INSERT INTO results (job_id, data, crc32, segment_count, acked, spi, mac, stored) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, data, zlib.crc32(data), segment_count, bytes(-(-segment_count // 8)), spi, mac, time.time()),
             )
             conn.execute("UPDATE jobs SET state = 'done' WHERE job_id = ?", (job_id,))
             return True
@@ -82,17 +91,22 @@ class ResultStore:
             conn.execute("UPDATE jobs SET state = 'failed' WHERE job_id = ? AND state = 'queued'", (job_id,))
 
     def pending_results(self) -> list[PendingResult]:
-        rows = self._db.query(
-            "SELECT job_id, length(data), crc32, segment_count, acked FROM results WHERE delivered = 0 ORDER BY stored, job_id"
-        )
-        return [PendingResult(job_id, octets, crc, count, _bits(acked)) for job_id, octets, crc, count, acked in rows]
+        return self._pending("delivered = 0 ORDER BY stored, job_id", ())
 
     def pending_result(self, job_id: int) -> PendingResult | None:
+        found = self._pending("job_id = ? AND delivered = 0", (job_id,))
+        return found[0] if found else None
+
+    def _pending(self, where: str, params: tuple) -> list[PendingResult]:
         rows = self._db.query(
-            "SELECT job_id, length(data), crc32, segment_count, acked FROM results WHERE job_id = ? AND delivered = 0",
-            (job_id,),
-        )
-        return PendingResult(*rows[0][:4], _bits(rows[0][4])) if rows else None
+            f"SELECT job_id, length(data), crc32, segment_count, acked, spi, mac FROM results WHERE {where}", params)
+        return [PendingResult(job_id, octets, crc, count, _bits(acked), spi, mac)
+                for job_id, octets, crc, count, acked, spi, mac in rows]
+
+    def sign_result(self, job_id: int, spi: int, mac: bytes) -> None:
+        """Give a result stored before results carried MACs its MAC."""
+        with self._db.transaction() as conn:
+            conn.execute("UPDATE results SET spi = ?, mac = ? WHERE job_id = ?", (spi, mac, job_id))
 
     def segment(self, job_id: int, index: int) -> bytes:
         # substr() on a BLOB slices octets, so a segment is read without loading the result;
@@ -103,14 +117,16 @@ class ResultStore:
         )[0][0]
 
     def acknowledge(self, job_id: int, indices: set[int]) -> tuple[frozenset[int], bool]:
-        """Mark segments as held by the ground: (all acked segments now, delivered now)."""
+        """Record that the ground holds exactly these segments (a segment it discarded is no longer
+        acknowledged): (acked segments now, delivered now). Nothing changes once delivered."""
         with self._db.transaction() as conn:
             row = conn.execute(
-                "SELECT acked, segment_count, delivered FROM results WHERE job_id = ?", (job_id,)
+                "SELECT segment_count, delivered FROM results WHERE job_id = ?", (job_id,)
             ).fetchone()
-            if row is None or row[2]:
+            if row is None or row[1]:
                 return frozenset(), False
-            bitmap, count = bytearray(row[0]), row[1]
+            count = row[0]
+            bitmap = bytearray(-(-count // 8))
             for index in indices:
                 if 0 <= index < count:
                     bitmap[index // 8] |= 1 << (index % 8)

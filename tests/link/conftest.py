@@ -42,9 +42,10 @@ def relay() -> Iterator[RadioRelay]:
 class FlightUnderTest:
     """An in-process flight side: link service, onboard store and placeholder job runner."""
 
-    def __init__(self, port: str, db_path: Path, keyfile: Path, config: LinkConfig = FAST):
+    def __init__(self, port: str, db_path: Path, keyfile: Path | list[Path], config: LinkConfig = FAST):
         self.db = OnboardDb(db_path)
-        self.service = LinkService(SerialPort(port), KeyRing.load(keyfile), self.db, config)
+        keys = KeyRing.load_all(keyfile if isinstance(keyfile, list) else [keyfile])
+        self.service = LinkService(SerialPort(port), keys, self.db, config)
         self.runner = PlaceholderJobRunner(self.service)
         self.runner.start()
         self.service.start()

@@ -34,11 +34,16 @@ def resealed(packet: bytes, flip_bit: int) -> bytes:
 
 def response_to(ground: GroundClient, arsn: int | None, since: int, status: str = "REJECTED",
                 timeout: float = 10.0) -> CommandResponse:
-    item = ground.await_packet(
-        lambda p: p.name == "CMD_RESPONSE" and p.fields["arsn"] == arsn
-        and ground.dictionary.enums["CMD_STATUS"].name_of(p.fields["status"]) == status,
-        timeout=timeout, since=since)
-    return ground._response(item.packet)
+    """The first (authenticated) CMD_RESPONSE with this status, or for REJECTED also the first
+    (unauthenticated) CMD_REJECTION, naming arsn."""
+    def match(p) -> bool:
+        if p.name == "CMD_REJECTION":
+            return status == "REJECTED" and p.fields["arsn"] == arsn
+        return (p.name == "CMD_RESPONSE" and p.fields["arsn"] == arsn
+                and ground.dictionary.enums["CMD_STATUS"].name_of(p.fields["status"]) == status)
+
+    item = ground.await_packet(match, timeout=timeout, since=since)
+    return ground._rejection(item.packet) if item.packet.name == "CMD_REJECTION" else ground._response(item.packet)
 
 
 def hk_value(ground: GroundClient, channel: str, predicate: Callable[[Any], bool], timeout: float = 10.0) -> Any:

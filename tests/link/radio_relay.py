@@ -16,8 +16,9 @@ import random
 import select
 import selectors
 import threading
-import tty
 from dataclasses import dataclass, field
+
+from hil.link import open_pty
 
 WRITE_PATIENCE_S = 0.05  # a live reader drains a pty far faster; a dead one never does
 
@@ -91,11 +92,10 @@ class RadioRelay:
         self._thread.start()
 
     def _pty(self) -> tuple[int, str]:
-        master, slave = os.openpty()
-        tty.setraw(slave)  # no echo or line editing before pyserial configures the port
+        master, slave, path = open_pty()
         os.set_blocking(master, False)
         self._fds += [master, slave]
-        return master, os.ttyname(slave)
+        return master, path
 
     def _run(self) -> None:
         selector = selectors.DefaultSelector()

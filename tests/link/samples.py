@@ -3,7 +3,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from flight.link.codec import PacketCodec, Seal
 from flight.link.dictionary import Dictionary
+from flight.link.onboard_time import CucTime
+
+# The seal of every secured TM sample: key, security header and a command MAC as associated data.
+SEAL = Seal(3, 2**63 + 5, bytes(range(32)), bytes(range(100, 116)))
+
+
+def encode_tm_sample(codec: PacketCodec, kind: str, fields: dict[str, Any], seq_count: int,
+                     time: CucTime | None = None) -> bytes:
+    """A TM packet of any kind, sealed with SEAL when its kind is secured."""
+    return codec.encode_tm(kind, fields, seq_count, time, seal=SEAL if codec.dictionary.packet(kind).secured else None)
 
 
 def samples(d: Dictionary) -> dict[str, dict[str, Any]]:
@@ -19,7 +30,10 @@ def samples(d: Dictionary) -> dict[str, dict[str, Any]]:
         "JOB_TOKENS": {"job_id": 7, "first_index": 32, "token_ids": list(range(1000, 1032)),
                        "text": " the quick brown fox jumps over the lazy dog in orbit ünïcödé" * 2},
         "JOB_RESULT_SEGMENT": {"job_id": 7, "segment": 2, "segment_count": 5, "result_octets": 4500,
-                               "result_crc32": 0xDEADBEEF, "data": bytes(range(256)) * 4},
-        "COMMAND": {"opcode": d.command_by_name["JOB_SUBMIT"].opcode, "args": [7, 64, "Why orbit?"]},
+                               "result_crc32": 0xDEADBEEF, "spi": 1, "result_mac": bytes(range(16)),
+                               "data": bytes(range(256)) * 4},
+        "CMD_REJECTION": {"spi": 1, "arsn": 2**64 - 1, "seq_count": 12, "reason": d.enum_value("REASON", "BAD_MAC"),
+                          "detail": "MAC does not verify with SPI 1"},
+        "COMMAND": {"opcode": d.command_by_name["JOB_SUBMIT"].opcode, "args": [7, 64, "Why orbit?"], "confirm_hazardous": True},
         "DL_SACK": {"entries": [[7, [[0, 3], [4, 5]]], [8, [[0, 1]]]]},
     }

@@ -16,7 +16,7 @@ from flight.link.keys import KeyRing
 from flight.link.onboard_time import CucTime
 from flight.link.sdls import SECURITY_HEADER, compute_mac
 from flight.link.spacepacket import append_crc, encode_headers
-from tests.link.samples import samples
+from tests.link.samples import SEAL, encode_tm_sample, samples
 
 D = load_dictionary()
 CODEC = PacketCodec(D)
@@ -32,9 +32,32 @@ def test_every_packet_kind_has_a_sample():
 
 @pytest.mark.parametrize("kind", [p.name for p in D.packets if not p.is_tc])
 def test_tm_round_trip(kind):
-    packet = CODEC.encode_tm(kind, SAMPLES[kind], 99, T)
+    packet = encode_tm_sample(CODEC, kind, SAMPLES[kind], 99, T)
     decoded = CODEC.decode_tm(packet)
     assert (decoded.name, decoded.seq_count, decoded.time, decoded.fields) == (kind, 99, T, SAMPLES[kind])
+    if D.packet(kind).secured:
+        assert (decoded.security.spi, decoded.security.arsn) == (SEAL.spi, SEAL.arsn)
+        assert CODEC.verify_tm(decoded, SEAL.key, SEAL.associated)
+        assert not CODEC.verify_tm(decoded, SEAL.key)  # the associated data is part of the MAC
+        assert not CODEC.verify_tm(decoded, bytes(32), SEAL.associated)
+
+
+def test_secured_kinds_need_a_seal_and_others_refuse_one():
+    with pytest.raises(ValueError, match="secured"):
+        CODEC.encode_tm("CMD_RESPONSE", SAMPLES["CMD_RESPONSE"], 0)
+    with pytest.raises(ValueError, match="secured"):
+        CODEC.encode_tm("HK", SAMPLES["HK"], 0, seal=SEAL)
+
+
+def test_optional_trailing_field_is_left_out_at_its_default_and_read_back_as_it():
+    """A 1.x ground sends COMMAND as [opcode, args]; the node reads confirm_hazardous as false."""
+    ping = D.command_by_name["LINK_PING"].opcode
+    old = CODEC.encode_tc("COMMAND", {"opcode": ping, "args": [5]}, 0, spi=3, arsn=1, key=KEY)
+    new = CODEC.encode_tc("COMMAND", {"opcode": ping, "args": [5], "confirm_hazardous": False}, 0, spi=3, arsn=1,
+                          key=KEY, time=CODEC.authenticate_tc(old, KEYS).time)
+    assert old == new
+    assert msgpack.unpackb(CODEC.authenticate_tc(old, KEYS).body) == [ping, [5]]
+    assert CODEC.decode_tc_fields(CODEC.authenticate_tc(old, KEYS))["confirm_hazardous"] is False
 
 
 @pytest.mark.parametrize("kind", [p.name for p in D.packets if p.is_tc])
@@ -60,7 +83,7 @@ def test_flight_stream_decodes_with_independent_packages(kind):
     definition = D.packet(kind)
     packets = [
         CODEC.encode_tc(kind, SAMPLES[kind], n, spi=3, arsn=100 + n, key=KEY, time=T) if definition.is_tc
-        else CODEC.encode_tm(kind, SAMPLES[kind], n, T)
+        else encode_tm_sample(CODEC, kind, SAMPLES[kind], n, T)
         for n in range(3)
     ]
     stream = b"".join(frame(p) for p in packets)
@@ -78,6 +101,10 @@ def test_flight_stream_decodes_with_independent_packages(kind):
             spi, arsn = struct.unpack(">HQ", user[:10])
             assert (spi, arsn) == (3, 100 + n)
             assert hmac.new(KEY, raw[:-18], hashlib.sha256).digest()[:16] == raw[-18:-2]
+            user = user[10:-16]
+        elif definition.secured:
+            assert struct.unpack(">HQ", user[:10]) == (SEAL.spi, SEAL.arsn)
+            assert hmac.new(SEAL.key, raw[:-18] + SEAL.associated, hashlib.sha256).digest()[:16] == raw[-18:-2]
             user = user[10:-16]
         values = msgpack.unpackb(user, raw=False, strict_map_key=False)
         assert values == [SAMPLES[kind][f.name] for f in definition.fields]

@@ -43,7 +43,7 @@ def test_cfs_command_counters_are_channels():
 def test_a_segment_packet_fits_the_largest_packet():
     full = PacketCodec(D).encode_tm("JOB_RESULT_SEGMENT", {
         "job_id": 2**32 - 1, "segment": 2**32 - 1, "segment_count": 2**32 - 1, "result_octets": 2**32 - 1,
-        "result_crc32": 2**32 - 1, "data": b"x" * D.segment_octets}, 0)
+        "result_crc32": 2**32 - 1, "spi": 2**16 - 1, "result_mac": b"m" * 16, "data": b"x" * D.segment_octets}, 0)
     assert len(full) <= D.max_packet_octets
 
 
@@ -56,6 +56,10 @@ def test_a_segment_packet_fits_the_largest_packet():
     (lambda r: r["packets"][1].update(apid=r["packets"][0]["apid"]), "duplicate TM packet apid"),
     (lambda r: r["commands"][2]["args"][0].update(type="float"), "type 'float'"),
     (lambda r: r["packets"][2]["fields"][3].update(enum="NOPE"), "unknown enum"),
+    (lambda r: next(p for p in r["packets"] if p["name"] == "DL_SACK").pop("secured"), "must be secured"),
+    (lambda r: next(p for p in r["packets"] if p["name"] == "COMMAND")["fields"][0].update(optional=True),
+     "optional fields must come last"),
+    (lambda r: r["commands"][0].update(key="root"), "key must be operations or recovery"),
 ])
 def test_inconsistent_dictionaries_are_refused(mutate, message):
     raw = copy.deepcopy(RAW)

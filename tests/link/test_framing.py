@@ -61,6 +61,41 @@ def test_oversize_without_delimiter_is_dropped_as_it_arrives():
 def test_largest_legal_packet_passes():
     packet = CODEC.encode_tm("JOB_RESULT_SEGMENT", {
         "job_id": 1, "segment": 0, "segment_count": 1, "result_octets": 0, "result_crc32": 0,
-        "data": b"\x00" * (D.max_packet_octets - 40)}, 0)
+        "spi": 1, "result_mac": bytes(16), "data": b"\x00" * (D.max_packet_octets - 60)}, 0)
     deframer = Deframer(D.max_packet_octets)
     assert deframer.feed(frame(packet)) == [packet]
+
+
+def test_oversize_frame_is_reported_with_its_true_length():
+    rejected = []
+    deframer = Deframer(D.max_packet_octets, on_reject=lambda reason, octets: rejected.append((reason, octets)))
+    junk = bytes(range(1, 251)) * 20  # 5000 octets, no 0x00
+    assert len(junk) == 5000 > max_frame_octets(D.max_packet_octets)
+    stream = junk + b"\x00" + frame(hk(1))
+    packets = []
+    for i in range(0, len(stream), 700):  # detection (past the longest frame) comes long before the end
+        packets += deframer.feed(stream[i:i + 700])
+    assert packets == [hk(1)]
+    assert rejected == [("OVERSIZE", 5000)]
+    assert deframer.counters["OVERSIZE"] == 1
+    assert deframer.counters["DISCARDED_OCTETS"] == 5001
+
+
+def test_oversize_frame_through_deframe_reports_its_true_length():
+    rejected = []
+    deframer = Deframer(D.max_packet_octets, on_reject=lambda reason, octets: rejected.append((reason, octets)))
+    chunks = [b"\x07" * 3000, b"\x07" * 2000, b"\x07" * 7 + b"\x00" + frame(hk(2))]
+    packets, leftover, discarded = [], b"", b""
+    for chunk in chunks:
+        data = leftover + chunk
+        while True:  # take out every frame the chunk completes
+            packet, leftover, dropped = deframer.deframe(data)
+            discarded += dropped
+            if packet is not None:
+                packets.append(packet)
+            if leftover == data:
+                break
+            data = leftover
+    assert packets == [hk(2)] and leftover == b""
+    assert rejected == [("OVERSIZE", 5007)]
+    assert discarded == b"\x07" * 5007 + b"\x00"

@@ -45,7 +45,7 @@ def test_submit_job_streams_tokens_and_collects_result(ground):
 
 
 def test_hazardous_command_with_confirmation(relay, tmp_path, keyfile, flight, ground):
-    flight.service.register_handler("STORE_PURGE_DELIVERED", lambda args: {"count": flight.service.results.purge_delivered()})
+    flight.service.register_handler("STORE_PURGE_DELIVERED", lambda args, origin: {"count": flight.service.results.purge_delivered()})
     job_id = ground.submit_job("purge me", 2)
     ground.await_result(job_id)
     hk_value(ground, "DL_RESULTS_PENDING", lambda v: v == 0)

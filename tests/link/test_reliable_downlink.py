@@ -8,19 +8,24 @@ from hypothesis import given, settings, strategies as st
 from flight.link.codec import PacketCodec
 from flight.link.dictionary import load_dictionary
 from flight.link.event_reporter import EventReporter
+from flight.link.keys import KeyRing
 from flight.link.placeholder_job_runner import placeholder_completion
 from flight.link.result_downlink import ResultDownlink
 from flight.link.sack import from_ranges, to_ranges
+from flight.link.sdls import result_mac
 from flight.link.telemetry import Telemetry
 from flight.store.onboard_db import OnboardDb
 from flight.store.result_store import Job, ResultStore
 from ground.archive import GroundArchive
 from ground.result_assembly import ResultAssembler
+from ground.client import GroundClient
 from tests.link.conftest import open_ground
 from tests.link.helpers import wait_until
 
 D = load_dictionary()
 CODEC = PacketCodec(D)
+SPI, KEY = 1, bytes(range(32))
+KEYS = KeyRing({SPI: KEY})
 
 
 @given(st.sets(st.integers(0, 300)))
@@ -35,30 +40,36 @@ def test_hostile_sack_ranges_are_clipped():
 
 
 @settings(max_examples=10, deadline=None)
-@given(seed=st.integers(0, 2**32), drop=st.floats(0, 0.5), dup=st.floats(0, 0.5), reorder=st.floats(0, 0.5))
-def test_every_result_arrives_once_over_a_bad_channel(tmp_path_factory, seed, drop, dup, reorder):
-    """Flight downlink and ground assembler joined by a simulated channel, on a virtual clock."""
+@given(seed=st.integers(0, 2**32), drop=st.floats(0, 0.5), dup=st.floats(0, 0.5), reorder=st.floats(0, 0.5),
+       tamper=st.sampled_from([0.0, 0.1]))
+def test_every_result_arrives_once_over_a_bad_channel(tmp_path_factory, seed, drop, dup, reorder, tamper):
+    """Flight downlink and ground assembler joined by a simulated channel, on a virtual clock.
+    With tamper, some segments arrive with altered data: the ground discards the result and
+    re-requests it, and still archives every genuine result exactly once."""
     tmp = tmp_path_factory.mktemp("dl")
     rng = random.Random(seed)
     store = ResultStore(OnboardDb(tmp / "onboard.sqlite"), D.segment_octets)
     telemetry = Telemetry(D)
     telemetry.zero(["DL_SEGMENTS_SENT", "DL_SEGMENTS_RETRANSMITTED", "DL_RESULTS_DELIVERED"])
-    events = EventReporter(D, telemetry, lambda fields: None)
+    events = EventReporter(D, telemetry, lambda event, fields: None)
     expected = {}
     for job_id, size in enumerate([0, 1, D.segment_octets, D.segment_octets + 1, 3 * D.segment_octets - 7], start=1):
         data = rng.randbytes(size)
-        store.add_job(Job(job_id, "p", 1))
-        store.store_result(job_id, data)
+        store.add_job(Job(job_id, "p", 1, SPI))
+        store.store_result(job_id, data, SPI, result_mac(KEY, job_id, data))
         expected[job_id] = data
     now = [0.0]
     downlink = ResultDownlink(store, telemetry, events, rto_s=1.0, link_up=lambda: True)
     archive = GroundArchive(tmp / "ground.sqlite")
-    assembler = ResultAssembler(archive, D.segment_octets, D.max_packet_octets - 64)
+    assembler = ResultAssembler(archive, KEYS, D.segment_octets, D.max_packet_octets - 64)
     in_flight: list[bytes] = []
-    for _ in range(2000):
+    for _ in range(4000):
         item, _wait = downlink.poll(now[0])
         if item is not None:
-            packet = CODEC.encode_tm(*item, seq_count=0)
+            kind, fields = item
+            if fields["data"] and rng.random() < tamper:
+                fields = dict(fields, data=bytes([fields["data"][0] ^ 1]) + fields["data"][1:])
+            packet = CODEC.encode_tm(kind, fields, seq_count=0)
             if rng.random() >= drop:
                 in_flight.append(packet)
                 if rng.random() < dup:
@@ -76,13 +87,14 @@ def test_every_result_arrives_once_over_a_bad_channel(tmp_path_factory, seed, dr
     assert store.pending_results() == []
     assert telemetry.get("DL_RESULTS_DELIVERED") == len(expected)
     assert assembler.counters["RESULTS_COMPLETED"] == len(expected)
-    assert assembler.counters["SEGMENTS_INCONSISTENT"] == assembler.counters["RESULTS_CORRUPT"] == 0
+    assert assembler.counters["SEGMENTS_INCONSISTENT"] == assembler.counters["RESULTS_UNAUTHENTIC"] == 0
+    assert tamper or assembler.counters["RESULTS_CORRUPT"] == 0
 
 
 def test_inconsistent_segments_are_refused(tmp_path):
-    assembler = ResultAssembler(GroundArchive(tmp_path / "g.sqlite"), D.segment_octets, 1000)
+    assembler = ResultAssembler(GroundArchive(tmp_path / "g.sqlite"), KEYS, D.segment_octets, 1000)
     base = {"job_id": 1, "segment": 0, "segment_count": 2, "result_octets": D.segment_octets + 3,
-            "result_crc32": 1, "data": b"x" * D.segment_octets}
+            "result_crc32": 1, "spi": SPI, "result_mac": bytes(16), "data": b"x" * D.segment_octets}
     assert not assembler.on_segment(base)
     for bad in ({"segment": 2}, {"data": b"short"}, {"result_octets": 5}, {"result_crc32": 2}, {"segment_count": 0}):
         assert not assembler.on_segment({**base, **bad})
@@ -117,7 +129,7 @@ def test_nothing_is_sent_while_out_of_contact_and_all_is_sent_after(relay, fligh
         relay.up.drop = 1.0
         ground.await_event("LINK_CONTACT_LOST", timeout=10)
         data = bytes(range(256)) * 20
-        flight.service.results.add_job(Job(77, "direct", 1))
+        flight.service.results.add_job(Job(77, "direct", 1, spi=1))
         flight.service.publish_result(77, data)
         since = ground.history_index()
         # Several housekeeping periods pass with no segment on the line.
@@ -129,3 +141,15 @@ def test_nothing_is_sent_while_out_of_contact_and_all_is_sent_after(relay, fligh
         assert zlib.crc32(ground.results()[77]) == zlib.crc32(data)
     finally:
         ground.close()
+
+
+def test_ground_acknowledges_everything_it_archived_before_it_exits(relay, flight, tmp_path, keyfile):
+    """No periodic SACK in this session: only the one sent on close can tell the flight."""
+    ground = GroundClient(relay.ground_path, keys=keyfile, archive=tmp_path / "g.sqlite", sack_interval_s=3600).connect()
+    try:
+        job_id = ground.submit_job("acknowledge me before you go", 5)
+        ground.await_result(job_id, timeout=20)
+        assert flight.service.results.pending_results() != []
+    finally:
+        ground.close()
+    wait_until(lambda: not flight.service.results.pending_results(), timeout=10, what="result acknowledged on close")

@@ -66,20 +66,58 @@ def test_truncated_security_fields():
     assert reason_of(build_packet(True, D.packet("COMMAND").apid, 0, CucTime(0, 0), b"\x00\x01\x02")) == "BAD_SECURITY"
 
 
+WHOLE_RANGE = 2**64  # a window that admits any forward step
+
+
 def test_anti_replay_counter_survives_reopening(tmp_path: Path):
     db = OnboardDb(tmp_path / "onboard.sqlite")
     counter = AntiReplayCounter(db)
-    assert counter.accept(1, 100)
-    assert not counter.accept(1, 100)  # replay
-    assert not counter.accept(1, 99)  # older
-    assert counter.accept(2, 50)  # SPIs count separately
-    assert counter.accept(1, 2**64 - 1)  # the full 64-bit range
+    assert counter.accept(1, 100, WHOLE_RANGE) is None
+    assert counter.accept(1, 100, WHOLE_RANGE) == "REPLAY"
+    assert counter.accept(1, 99, WHOLE_RANGE) == "REPLAY"  # older
+    assert counter.accept(2, 50, WHOLE_RANGE) is None  # SPIs count separately
+    assert counter.accept(1, 2**64 - 1, WHOLE_RANGE) is None  # the full 64-bit range
     db.close()
     reopened = AntiReplayCounter(OnboardDb(tmp_path / "onboard.sqlite"))
-    assert not reopened.accept(1, 2**64 - 1)
-    assert not reopened.accept(2, 50)
-    assert reopened.accept(2, 51)
+    assert reopened.accept(1, 2**64 - 1, WHOLE_RANGE) == "REPLAY"
+    assert reopened.accept(2, 50, WHOLE_RANGE) == "REPLAY"
+    assert reopened.accept(2, 51, WHOLE_RANGE) is None
     assert reopened.highest() == 2**64 - 1
+
+
+@pytest.mark.parametrize("window", [1, 5, 2**24])
+def test_anti_replay_window_admits_exactly_last_plus_one_to_last_plus_window(tmp_path: Path, window: int):
+    counter = AntiReplayCounter(OnboardDb(tmp_path / "onboard.sqlite"))
+    last = 0
+    for step in (window + 1, 2**63, 2**64 - 1 - last):  # each one beyond the window: nothing moves
+        assert counter.accept(1, last + step, window) == "OUT_OF_WINDOW"
+        assert counter.last(1) == last
+    for step in (1, window, 1):
+        assert counter.accept(1, last + step, window) is None
+        last += step
+        assert counter.last(1) == last
+    assert counter.accept(1, last, window) == "REPLAY"
+
+
+def test_recovery_sets_counter_up_only_unless_lower_is_allowed(tmp_path: Path):
+    counter = AntiReplayCounter(OnboardDb(tmp_path / "onboard.sqlite"))
+    assert counter.accept(1, 1000, WHOLE_RANGE) is None
+    assert counter.set(1, 10, allow_lower=False) == (1000, 1000)
+    assert counter.set(1, 5000, allow_lower=False) == (1000, 5000)
+    assert counter.set(1, 7, allow_lower=True) == (5000, 7)
+    assert counter.accept(1, 8, 1) is None
+
+
+def test_recovery_challenge_is_single_use_and_persisted(tmp_path: Path):
+    counter = AntiReplayCounter(OnboardDb(tmp_path / "onboard.sqlite"))
+    challenge = counter.challenge()
+    assert challenge == counter.challenge()  # stable until used
+    assert not counter.take_challenge(challenge + 1)
+    assert counter.take_challenge(challenge)
+    assert not counter.take_challenge(challenge)  # the same packet again: refused
+    fresh = counter.challenge()
+    assert fresh != challenge
+    assert AntiReplayCounter(OnboardDb(tmp_path / "onboard.sqlite")).challenge() == fresh
 
 
 def test_attacks_are_nacked_counted_reported_and_not_executed(flight, ground):
