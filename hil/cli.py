@@ -18,30 +18,13 @@ import math
 import signal
 import sys
 import time
-from typing import NoReturn
 
-from hil.link import MAX_BAUD, LinkRelay, OpenError
+from flight.link.cli_support import EXIT_FAILURE, EXIT_USAGE, OneLineParser, baud_rate
+from hil.link import LinkRelay, OpenError
 
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 HEALTH_CHECK_S = 0.5  # how soon a failed link ends the command when no statistics are due sooner
 MAX_STATS_INTERVAL_S = 24 * 3600.0
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
-def _baud(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= MAX_BAUD:
-        raise argparse.ArgumentTypeError(f"expected a baud rate from 1 to {MAX_BAUD}, got {text!r}")
-    return value
 
 
 def _interval(text: str) -> float:
@@ -55,13 +38,13 @@ def _interval(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="hil", description="tokensat hardware-in-the-loop bench")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog="hil", description="tokensat hardware-in-the-loop bench")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     link = sub.add_parser("link", help="relay the serial link between flight and ground at the baud's byte rate")
     link.add_argument("--flight-port", help="flight side's serial device")
     link.add_argument("--ground-port", help="ground side's serial device")
     link.add_argument("--pty", action="store_true", help="open a pty pair for each side given no device and print its path")
-    link.add_argument("--baud", type=_baud, default=115200, help="line rate, 8N1: baud/10 bytes per second each way")
+    link.add_argument("--baud", type=baud_rate, default=115200, help="line rate, 8N1: baud/10 bytes per second each way")
     link.add_argument("--stats-interval", type=_interval, default=0.0, metavar="S",
                       help="print bytes passed each way and the measured rate every S seconds (default 0: off)")
     link.set_defaults(func=_link)

@@ -65,6 +65,8 @@ from collections.abc import Callable
 
 import serial
 
+from flight.link.cli_support import MAX_BAUD
+
 log = logging.getLogger(__name__)
 
 QUEUE_BOUND = 4096  # bytes a direction holds before it stops reading its sender, as a UART FIFO plus driver buffer
@@ -72,7 +74,6 @@ LOW_WATER = QUEUE_BOUND // 2  # a full queue is read into again once drained to 
 TICK_S = 0.002  # shortest sleep of the pacer: writes carry at least this much line time, wake-ups stay few
 MAX_BURST_S = 0.005  # after the line stood idle, at most this much line time goes out at once
 MAX_CATCHUP_S = 0.05  # while busy, the pacer makes up for waking this much late, no more
-MAX_BAUD = 20_000_000  # termios keeps a custom speed in a 32-bit field; no UART we fly or bench comes near
 DELIMITER = b"\x00"
 
 Tamper = Callable[[bytes], list[bytes]]

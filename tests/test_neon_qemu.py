@@ -34,11 +34,11 @@ def _missing_tools() -> list[str]:
     return [t for t in ("cc", CROSS_CC, QEMU) if shutil.which(t) is None]
 
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.debian, pytest.mark.skipif(
     bool(_missing_tools()),
     reason=f"NEON-under-qemu check needs {', '.join(_missing_tools()) or 'nothing'} on PATH "
     "(apt install gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)",
-)
+)]
 
 
 # ------------------------------------------------------------------------------------------

@@ -33,11 +33,13 @@ from flight.link.dictionary import CommandDef, Dictionary, EventDef, load_dictio
 from flight.link.event_reporter import EventReporter
 from flight.link.framing import Deframer
 from flight.link.keys import KeyRing
+from flight.link.rejection_tally import RejectionTally
 from flight.link.result_downlink import ResultDownlink
 from flight.link.sdls import result_mac
 from flight.link.serial_port import SerialPort
 from flight.link.telemetry import Telemetry
 from flight.link.tm_writer import TmWriter
+from flight.link.token_stream import token_packets
 from flight.link.token_bucket import TokenBucket
 from flight.store.anti_replay import AntiReplayCounter
 from flight.store.onboard_db import OnboardDb
@@ -66,9 +68,6 @@ _COUNTERS = _CLEARABLE + [
     "LINK_FRAMES_RECEIVED", "LINK_PACKETS_SENT", "LINK_REJECTION_OCTETS", "DL_SEGMENTS_SENT",
     "DL_SEGMENTS_RETRANSMITTED", "DL_RESULTS_DELIVERED", "DL_SACKS_RECEIVED", "DL_RESULTS_REREQUESTED",
 ]
-# Room in a JOB_TOKENS packet for everything but the token ids and text: headers, CRC, the
-# body's array and integers (checked against the real encoding when a stream is split).
-_TOKENS_OVERHEAD = 40
 _MAX_DETAIL = 200
 
 
@@ -137,7 +136,7 @@ class LinkService:
         self._channel_sources: list[ChannelSource] = []
         self._commands: queue.Queue[tuple[CommandDef, dict[str, Any], AuthenticTc] | None] = queue.Queue(
             self.config.command_queue_depth)
-        self._rejections = _RejectionTally()
+        self._rejections = RejectionTally()
         self._hk_period_s = self.config.hk_period_s
         self._hk_wake = threading.Event()
         self._stop = threading.Event()
@@ -173,7 +172,7 @@ class LinkService:
         """Stream (token id, text) pairs starting at token first_index, best-effort, in as many
         JOB_TOKENS packets as it takes for each to fit. A token whose text alone does not fit is
         sent in pieces: the first carries its id, the rest no id and the same first_index."""
-        for fields in _token_packets(job_id, first_index, tokens, self.dictionary.max_packet_octets - _TOKENS_OVERHEAD):
+        for fields in token_packets(job_id, first_index, tokens, self.dictionary.max_packet_octets):
             self._writer.submit("JOB_TOKENS", fields)
 
     def publish_result(self, job_id: int, data: bytes) -> bool:
@@ -428,67 +427,3 @@ class LinkService:
             count, suppressed, reason = summary
             self._events.emit("LINK_REJECTIONS_SUMMARY", count=min(count, 0xFFFFFFFF), period_s=int(period),
                               suppressed=suppressed, reason=self.dictionary.enum_value("REASON", reason))
-
-
-class _RejectionTally:
-    """Rejected uplink input since the last LINK_REJECTIONS_SUMMARY (at most one per period)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._count = 0
-        self._reason = "NONE"
-        self._since = time.monotonic()
-        self._suppressed_before = 0
-
-    def add(self, reason: str) -> None:
-        with self._lock:
-            self._count += 1
-            self._reason = reason
-
-    def take_if_due(self, now: float, period_s: float, suppressed_total: int) -> tuple[int, int, str] | None:
-        """(count, reports suppressed, last reason) once a period has passed with rejections."""
-        with self._lock:
-            if now - self._since < period_s or not self._count:
-                return None
-            summary = (self._count, (suppressed_total - self._suppressed_before) % (1 << 32), self._reason)
-            self._count, self._since, self._suppressed_before = 0, now, suppressed_total
-            return summary
-
-
-def _token_packets(job_id: int, first_index: int, tokens: list[tuple[int, str]], room: int) -> list[dict[str, Any]]:
-    """JOB_TOKENS fields for tokens, each packet's ids and UTF-8 text within room octets."""
-    packets: list[dict[str, Any]] = []
-    ids: list[int] = []
-    text = b""
-    start = first_index
-
-    def add(first: int, token_ids: list[int], data: bytes) -> None:
-        packets.append({"job_id": job_id, "first_index": first, "token_ids": token_ids, "text": data.decode()})
-
-    def size(token_ids: list[int], octets: int) -> int:
-        return len(msgpack.packb(token_ids)) + octets
-
-    for index, (token_id, piece) in enumerate(tokens, first_index):
-        encoded = piece.encode("utf-8", "replace")
-        if ids and size(ids + [token_id], len(text) + len(encoded)) > room:
-            add(start, ids, text)
-            ids, text = [], b""
-        if size(ids + [token_id], len(text) + len(encoded)) <= room:
-            if not ids:
-                start = index
-            ids.append(token_id)
-            text += encoded
-            continue
-        # One token's text larger than a packet: pieces cut at character boundaries, the first
-        # with the token's id, the rest with none.
-        piece_ids = [token_id]
-        while size(piece_ids, len(encoded)) > room:
-            cut = room - size(piece_ids, 0)
-            while (encoded[cut] & 0xC0) == 0x80:  # a UTF-8 continuation octet: cut before its character
-                cut -= 1
-            add(index, piece_ids, encoded[:cut])
-            piece_ids, encoded = [], encoded[cut:]
-        add(index, piece_ids, encoded)
-    if ids:
-        add(start, ids, text)
-    return packets

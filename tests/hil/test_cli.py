@@ -29,7 +29,7 @@ def lines_of(stream) -> queue.Queue[str]:
     return lines
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 def test_pty_mode_prints_the_paths_relays_both_ways_and_stops_with_0(stop: signal.Signals) -> None:
     proc = hil("link", "--pty", "--baud", "460800", "--stats-interval", "0.2")
     try:

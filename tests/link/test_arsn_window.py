@@ -176,3 +176,19 @@ def test_recovery_key_powers_are_confined(relay, flight_with_recovery, tmp_path,
     finally:
         rescuer.close()
     assert flight_with_recovery.service.telemetry.get("CMD_EXECUTED") == 1  # the one genuine recovery
+
+
+def test_ground_recover_on_the_command_line(relay, flight_with_recovery, tmp_path, keyfile, recovery_keyfile, capsys):
+    common = ["--port", relay.ground_path, "--archive", str(tmp_path / "lost-and-new.sqlite")]
+    old = open_ground(relay, tmp_path, keyfile, archive="old.sqlite")
+    old.send_and_await_completion("CMD_NOOP")
+    old.close()
+    assert ground_main(["send", "LINK_PING", "token=1", "--keys", str(keyfile), "--timeout", "1.5", *common]) == 1
+    assert "REPLAY" in capsys.readouterr().err
+    assert ground_main(["recover", "--keys", str(keyfile), "--target-spi", "1", *common]) == 1
+    err = capsys.readouterr().err
+    assert "not a recovery key" in err and len(err.strip().splitlines()) == 1
+    assert ground_main(["recover", "--keys", str(recovery_keyfile), "--target-spi", "1", *common]) == 0
+    assert "SPI 1: anti-replay counter" in capsys.readouterr().out
+    assert ground_main(["send", "LINK_PING", "token=2", "--keys", str(keyfile), *common]) == 0
+    assert "COMPLETED" in capsys.readouterr().out

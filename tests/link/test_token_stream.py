@@ -5,12 +5,11 @@ from hypothesis import given, settings, strategies as st
 from flight.link.codec import PacketCodec
 from flight.link.dictionary import load_dictionary
 from flight.link.placeholder_job_runner import placeholder_completion
-from flight.link.service import _TOKENS_OVERHEAD, _token_packets
+from flight.link.token_stream import token_packets
 from tests.link.helpers import hk_value
 
 D = load_dictionary()
 CODEC = PacketCodec(D)
-ROOM = D.max_packet_octets - _TOKENS_OVERHEAD
 
 token_text = st.one_of(st.text(max_size=8), st.text(min_size=500, max_size=5000),
                        st.sampled_from(["é" * 1500, "🛰" * 700, "x" * 1999 + "é"]))
@@ -19,7 +18,7 @@ token_text = st.one_of(st.text(max_size=8), st.text(min_size=500, max_size=5000)
 @settings(max_examples=80, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 2**32 - 1), token_text), max_size=40), st.integers(0, 2**20))
 def test_every_packet_fits_and_the_stream_reassembles(tokens, first_index):
-    packets = _token_packets(7, first_index, tokens, ROOM)
+    packets = token_packets(7, first_index, tokens, D.max_packet_octets)
     for fields in packets:
         assert len(CODEC.encode_tm("JOB_TOKENS", fields, 0)) <= D.max_packet_octets
     assert [t for fields in packets for t in fields["token_ids"]] == [t for t, _ in tokens]
