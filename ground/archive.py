@@ -47,15 +47,19 @@ class ArchiveError(Exception):
 
 class GroundArchive(SqliteDb):
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True):
-        """Open the archive at path; create=False for readers, which must never create one."""
-        if not create:
-            # SqliteDb opens by path, which creates a missing file, so check first; should the
-            # file vanish in between, the worst outcome is an empty archive.
-            _require_database(path)
+        """Open the archive at path; create=False for readers, which must never create one (nor
+        add tables to some other SQLite file given by mistake)."""
+        where = os.fspath(path)
+        if not create and not os.path.exists(path):
+            raise ArchiveError(f"archive {where} does not exist")
         try:
-            super().__init__(path, _SCHEMA)
-        except sqlite3.Error as exc:
-            raise ArchiveError(f"cannot open archive {os.fspath(path)}: {exc}") from None
+            super().__init__(path, _SCHEMA, create=create)
+            tables = {row[0] for row in self.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.Error as exc:  # not a database, unreadable, locked
+            raise ArchiveError(f"cannot open archive {where}: {exc}") from None
+        if not {"counters", "results", "segments"} <= tables:
+            self.close()
+            raise ArchiveError(f"{where} is not a ground archive (no archive tables in it)")
 
     def _next(self, name: str, floor: int, top: int) -> int:
         with self.transaction() as conn:
@@ -141,23 +145,6 @@ class GroundArchive(SqliteDb):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
-
-
-def _require_database(path: str | os.PathLike[str]) -> None:
-    """Raise ArchiveError unless path is an existing SQLite database; creates nothing."""
-    # mode=rw: SQLite's own "open, never create" (plain connect creates a missing file).
-    try:
-        conn = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=rw", uri=True)
-    except sqlite3.Error as exc:
-        if not os.path.exists(path):
-            raise ArchiveError(f"archive {os.fspath(path)} does not exist") from None
-        raise ArchiveError(f"cannot open archive {os.fspath(path)}: {exc}") from None
-    try:
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads the header: is it SQLite?
-    except sqlite3.Error as exc:
-        raise ArchiveError(f"cannot open archive {os.fspath(path)}: {exc}") from None
-    finally:
-        conn.close()
 
 
 def _store_counter(conn: sqlite3.Connection, name: str, value: int) -> None:

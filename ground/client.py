@@ -103,6 +103,8 @@ class CommandError(Exception):
         if not response.authenticated:
             text = (f"{name}: no authenticated response; an unauthenticated rejection ({response.reason}: "
                     f"{response.data}) cannot be tied to our packet, so the command may still have run")
+            if response.reason in ("REPLAY", "OUT_OF_WINDOW"):
+                text += "; if every command meets this, the anti-replay counters are out of step: see `ground recover`"
         super().__init__(text)
         self.response = response
 

@@ -244,7 +244,6 @@ class LinkService:
         except LinkError as exc:
             self._reject_unverified(exc)
             return
-        self.telemetry.set("LINK_LAST_ARSN", max(tc.arsn, self.telemetry.get("LINK_LAST_ARSN") or 0))
         self._note_contact()
         try:
             fields = self.codec.decode_tc_fields(tc)
@@ -270,6 +269,8 @@ class LinkService:
                     self.telemetry.set("LINK_RECOVERY_CHALLENGE", self._replay.challenge())
             else:
                 verdict = self._replay.accept(tc.spi, tc.arsn, self.config.arsn_window)
+                if verdict is None:
+                    self.telemetry.set("LINK_LAST_ARSN", max(tc.arsn, self.telemetry.get("LINK_LAST_ARSN") or 0))
         except sqlite3.Error as exc:
             raise LinkError("STORE_ERROR", f"anti-replay counter not saved: {exc}", **context) from None
         if verdict == "REPLAY":

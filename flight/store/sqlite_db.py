@@ -9,17 +9,24 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 
 class SqliteDb:
-    def __init__(self, path: str | os.PathLike[str], schema: str, synchronous_full: bool = False):
+    def __init__(self, path: str | os.PathLike[str], schema: str, synchronous_full: bool = False, create: bool = True):
+        """Open (create=True: or create, and add the schema's missing tables) the file at path.
+        create=False opens an existing file only and changes nothing in it: a reader's mode;
+        sqlite3.OperationalError if the file is missing."""
         self.path = os.fspath(path)
-        self._conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        # mode=rw is SQLite's own "open, never create"; a plain path creates a missing file.
+        target, uri = (self.path, False) if create else (Path(self.path).absolute().as_uri() + "?mode=rw", True)
+        self._conn = sqlite3.connect(target, timeout=10.0, isolation_level=None, check_same_thread=False, uri=uri)
         self._lock = threading.RLock()
-        self._conn.execute("PRAGMA journal_mode=WAL")
         if synchronous_full:  # fsync every commit before it returns
             self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.executescript(schema)
+        if create:
+            self._conn.execute("PRAGMA journal_mode=WAL")  # persistent: it is written into the file
+            self._conn.executescript(schema)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -184,7 +184,8 @@ def test_ground_recover_on_the_command_line(relay, flight_with_recovery, tmp_pat
     old.send_and_await_completion("CMD_NOOP")
     old.close()
     assert ground_main(["send", "LINK_PING", "token=1", "--keys", str(keyfile), "--timeout", "1.5", *common]) == 1
-    assert "REPLAY" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "REPLAY" in err and "ground recover" in err and len(err.strip().splitlines()) == 1
     assert ground_main(["recover", "--keys", str(keyfile), "--target-spi", "1", *common]) == 1
     err = capsys.readouterr().err
     assert "not a recovery key" in err and len(err.strip().splitlines()) == 1

@@ -80,6 +80,19 @@ def test_ground_results_from_a_file_that_is_not_an_archive(tmp_path, keyfile):
     assert line.startswith(f"ground: cannot open archive {keyfile}:") and "not a database" in line
 
 
+def test_ground_results_leaves_some_other_sqlite_file_untouched(tmp_path):
+    import sqlite3
+
+    other = tmp_path / "inventory.sqlite"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE parts (name TEXT)")
+    conn.close()
+    before = other.read_bytes()
+    line = one_line_error(ground("results", "--archive", str(other)))
+    assert line == f"ground: {other} is not a ground archive (no archive tables in it)"
+    assert other.read_bytes() == before
+
+
 def test_ground_results_reads_an_existing_archive(tmp_path):
     from ground.archive import GroundArchive
 
