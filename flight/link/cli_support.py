@@ -149,6 +149,8 @@ def open_flight_link(port: str, baud: int, db_path: str | os.PathLike[str],
         keys = KeyRing.load_all(key_paths)
     except KeyFileError as exc:
         raise LinkStartError(str(exc)) from None
+    if keys.recovery_spis == set(keys.spis):
+        raise LinkStartError("no operations key: every key given is a recovery key; add the operations key file")
     serial_port = SerialPort(port, baud)
     try:
         serial_port.open()

@@ -178,10 +178,7 @@ class LinkService:
     def publish_result(self, job_id: int, data: bytes) -> bool:
         """Persist a job result with its MAC and queue it for reliable downlink; False if the job
         had one already. The MAC is made with the key that submitted the job."""
-        spi = self.results.job_spi(job_id)
-        key = None if spi is None else self._keys.get(spi)
-        if key is None:
-            raise KeyError(f"job {job_id}: no key for SPI {spi} to authenticate its result")
+        spi, key = self._result_key(self.results.job_spi(job_id))
         stored = self.results.store_result(job_id, data, spi, result_mac(key, job_id, data))
         self.downlink.add(job_id)
         self._writer.wake()
@@ -387,13 +384,23 @@ class LinkService:
         self._events.emit("LINK_ARSN_SET", spi=spi, previous=previous, last_arsn=new, recovery_spi=origin.spi)
         return {"spi": spi, "previous": previous, "last_arsn": new}
 
+    def _result_key(self, spi: int | None) -> tuple[int, bytes]:
+        """The key that authenticates a job's result: that of the SPI that submitted it, or, for a
+        job from before jobs recorded it or whose key has since left the key file, the first
+        operations key (the SPI goes down with the result)."""
+        key = None if spi is None or self._keys.is_recovery(spi) else self._keys.get(spi)
+        if key is not None:
+            return spi, key
+        first = min(s for s in self._keys.spis if not self._keys.is_recovery(s))
+        return first, self._keys.get(first)
+
     def _sign_legacy_results(self) -> None:
-        """Results stored before results carried MACs get one, with the first operations key."""
+        """Results stored before results carried MACs get one."""
         for result in self.results.pending_results():
             if not result.mac:
-                spi = min(spi for spi in self._keys.spis if not self._keys.is_recovery(spi))
+                spi, key = self._result_key(None)
                 data = self.results.result(result.job_id) or b""
-                self.results.sign_result(result.job_id, spi, result_mac(self._keys.get(spi), result.job_id, data))
+                self.results.sign_result(result.job_id, spi, result_mac(key, result.job_id, data))
 
     # --- housekeeping ------------------------------------------------------------------------
     def _run_housekeeping(self) -> None:

@@ -167,6 +167,14 @@ def test_node_key_file_error_is_one_line(tmp_path, keyfile, pty_path):
     assert list(tmp_path.glob("onboard.sqlite*")) == []
 
 
+def test_node_with_only_a_recovery_key_is_refused(tmp_path, pty_path):
+    recovery = tmp_path / "recovery-keys.json"
+    write_new_key_file(recovery, spi=9, role="recovery")
+    result = node("--port", pty_path, "--db", str(tmp_path / "onboard.sqlite"), "--keys", str(recovery))
+    assert "no operations key" in one_line_error(result)
+    assert list(tmp_path.glob("onboard.sqlite*")) == []
+
+
 @pytest.mark.parametrize("option, value", [
     ("--log-level", "loud"),
     ("--hk-period", "nan"),
@@ -175,6 +183,8 @@ def test_node_key_file_error_is_one_line(tmp_path, keyfile, pty_path):
     ("--rto", "-1"),
     ("--baud", "99999999999999999999"),  # OverflowError configuring a real tty
     ("--baud", "fast"),
+    ("--arsn-window", "0"),
+    ("--arsn-window", str(2**64)),
 ])
 def test_node_absurd_options_are_usage_errors(tmp_path, keyfile, pty_path, option, value):
     result = node("--port", pty_path, "--db", str(tmp_path / "onboard.sqlite"), "--keys", str(keyfile), option, value)
