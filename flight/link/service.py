@@ -190,12 +190,14 @@ class LinkService:
 
     def start(self) -> None:
         """Open the port (raises serial.SerialException if it cannot) and start serving."""
-        self._port.start(self._on_bytes)
         boot_count = self._db.increment_boot_count()
         self.telemetry.set("LINK_BOOT_COUNT", boot_count)
         self.telemetry.set("LINK_LAST_ARSN", self._replay.highest())
         self.telemetry.set("LINK_RECOVERY_CHALLENGE", self._replay.challenge())
+        # Before the receive thread starts: a packet it took at once would otherwise see its
+        # LINK_CONTACT overwritten with False here, for good (found by the kill -9 loop).
         self.telemetry.set("LINK_CONTACT", False)
+        self._port.start(self._on_bytes)
         self._writer.start()
         for thread in self._threads:
             thread.start()
