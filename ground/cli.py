@@ -94,9 +94,12 @@ def _parse_arg(command: CommandDef, text: str) -> tuple[str, Any]:
             raise ValueError(f"{name}: expected true or false")
         return name, value.lower() == "true"
     try:
+        if arg.type.startswith("f"):
+            return name, float(value)  # range and finiteness: the dictionary's check, as for every argument
         return name, int(value, 0)  # base 0: 0x1F and 0b101 too
     except ValueError:
-        raise ValueError(f"{name}: expected an integer ({arg.type}), got {value!r}") from None
+        kind = "a number" if arg.type.startswith("f") else "an integer"
+        raise ValueError(f"{name}: expected {kind} ({arg.type}), got {value!r}") from None
 
 
 def _client(args: argparse.Namespace) -> GroundClient:

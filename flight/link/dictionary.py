@@ -16,8 +16,11 @@ DICTIONARY_PATH = Path(__file__).with_name("dictionary.json")
 
 SEVERITIES = ("FATAL", "WARNING_HI", "WARNING_LO", "COMMAND", "ACTIVITY_HI", "ACTIVITY_LO", "DIAGNOSTIC")
 _UINT_BITS = {"u8": 8, "u16": 16, "u32": 32, "u64": 64}
+_INT_BITS = {"i8": 8, "i16": 16, "i32": 32, "i64": 64}
+# Largest finite magnitude of each float type. A float travels as a msgpack float (64-bit as
+# encoded by the reference sender); f32 says the value must survive a float32 receiver.
+_FLOAT_MAX = {"f32": 3.4028234663852886e38, "f64": 1.7976931348623157e308}
 MAX_APID = 0x7FE  # 0x7FF is the CCSDS idle APID
-_BOOL_CHANNEL, _STR_CHANNEL = -1, -2
 
 
 class DictionaryError(ValueError):
@@ -35,6 +38,28 @@ def _check_uint(kind: str) -> Callable[[Any], None]:
         # bool is an int subclass; a flag where a number belongs is a client bug.
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
             raise ValueCheckError(f"expected {kind}, got {value!r}")
+
+    return check
+
+
+def _check_int(kind: str) -> Callable[[Any], None]:
+    half = 1 << (_INT_BITS[kind] - 1)
+
+    def check(value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not -half <= value < half:
+            raise ValueCheckError(f"expected {kind}, got {value!r}")
+
+    return check
+
+
+def _check_float(kind: str) -> Callable[[Any], None]:
+    top = _FLOAT_MAX[kind]
+
+    def check(value: Any) -> None:
+        # An integer is a fine float (a client writing temperature=1); NaN and infinities are not:
+        # no limit check or arithmetic onboard means anything with them.
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not -top <= value <= top:
+            raise ValueCheckError(f"expected a finite {kind}, got {value!r}")
 
     return check
 
@@ -80,6 +105,8 @@ def _check_sack_entries(value: Any) -> None:
 
 _TYPE_CHECKS: dict[str, Callable[[Any], None]] = {
     **{kind: _check_uint(kind) for kind in _UINT_BITS},
+    **{kind: _check_int(kind) for kind in _INT_BITS},
+    **{kind: _check_float(kind) for kind in _FLOAT_MAX},
     "bool": _check_instance("bool", bool),
     "str": _check_instance("str", str),
     "bin": _check_instance("bin", bytes),
@@ -90,7 +117,7 @@ _TYPE_CHECKS: dict[str, Callable[[Any], None]] = {
     "sack_entries": _check_sack_entries,
 }
 FIELD_TYPES = tuple(_TYPE_CHECKS)
-ARG_TYPES = (*_UINT_BITS, "bool", "str")
+ARG_TYPES = (*_UINT_BITS, *_INT_BITS, *_FLOAT_MAX, "bool", "str")
 
 
 @dataclass(frozen=True)
@@ -115,8 +142,8 @@ class ValueDef:
     description: str = ""
     nullable: bool = False
     enum: str | None = None
-    min: int | None = None
-    max: int | None = None
+    min: float | None = None
+    max: float | None = None
     min_octets: int | None = None
     max_octets: int | None = None
     optional: bool = False  # may be left out at the end of a body (fields added in a later version)
@@ -301,10 +328,10 @@ class Dictionary:
         self.tc_by_apid = {p.apid: p for p in self.packets if p.is_tc}
         self.channel_by_name = {c.name: c for c in self.channels}
         self.channel_by_id = {c.id: c for c in self.channels}
-        self._channel_tops = {
-            c.id: (1 << _UINT_BITS[c.type]) - 1 if c.type in _UINT_BITS else _BOOL_CHANNEL if c.type == "bool" else _STR_CHANNEL
-            for c in self.channels
-        }
+        # The hot path checks unsigned channels inline by their largest value; other types by
+        # their checker.
+        self._channel_tops = {c.id: (1 << _UINT_BITS[c.type]) - 1 for c in self.channels if c.type in _UINT_BITS}
+        self._channel_checks = {c.id: _TYPE_CHECKS[c.type] for c in self.channels if c.type not in _UINT_BITS}
         self.event_by_name = {e.name: e for e in self.events}
         self.event_by_id = {e.id: e for e in self.events}
         self.command_by_name = {c.name: c for c in self.commands}
@@ -356,18 +383,24 @@ class Dictionary:
         return self.enums[enum].values[name]
 
     def check_channel_map(self, channels: dict[Any, Any]) -> None:
-        # Hot path (every HK packet, see tests/bench/test_link_codec.py): inlined checks instead
-        # of one call per channel. A top >= 0 is an unsigned channel's largest value.
+        # Hot path (every HK packet, see tests/bench/test_link_codec.py): inlined checks of the
+        # unsigned channels, the most of them, instead of one call per channel.
         tops = self._channel_tops
         for channel_id, value in channels.items():
             top = tops.get(channel_id) if type(channel_id) is int else None
-            if top is None:
-                raise ValueCheckError(f"unknown channel id {channel_id!r}")
-            kind = type(value)
-            if top >= 0:
-                ok = kind is int and 0 <= value <= top
+            if top is not None:
+                if type(value) is int and 0 <= value <= top:
+                    continue
+                ok = False
             else:
-                ok = kind is (bool if top == _BOOL_CHANNEL else str)
+                check = self._channel_checks.get(channel_id) if type(channel_id) is int else None
+                if check is None:
+                    raise ValueCheckError(f"unknown channel id {channel_id!r}")
+                try:
+                    check(value)
+                    ok = True
+                except ValueCheckError:
+                    ok = False
             if not ok:
                 channel = self.channel_by_id[channel_id]
                 raise ValueCheckError(f"channel {channel.name}: expected {channel.type}, got {value!r}")
