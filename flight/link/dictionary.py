@@ -281,6 +281,25 @@ class SecurityDefaults:
     rejection_summary_period_s: int
 
 
+@dataclass(frozen=True)
+class ModeTable:
+    """The executive's modes: which changes are allowed, and where a start leads.
+
+    after_reboot maps the mode persisted when the node last stopped (or died) to the mode a
+    start enters from BOOT; first_start is used when nothing was persisted. BOOT itself is never
+    persisted (a start interrupted in BOOT starts again from the mode before it). A node that
+    died in SAFE starts in SAFE: a SAFE entered for a fault is left by command only.
+    """
+
+    modes: tuple[str, ...]
+    transitions: frozenset[tuple[str, str]]
+    after_reboot: dict[str, str]
+    first_start: str
+
+    def allowed(self, current: str, target: str) -> bool:
+        return (current, target) in self.transitions
+
+
 class Dictionary:
     """Parsed and cross-checked dictionary.json."""
 
@@ -291,6 +310,10 @@ class Dictionary:
         self.max_packet_octets: int = wire["max_packet_octets"]
         self.segment_octets: int = wire["segment_octets"]
         self.security = SecurityDefaults(**raw["security"])
+        modes = raw["modes"]
+        self.modes = ModeTable(tuple(v["name"] for v in raw["enums"]["MODE"]),
+                               frozenset(tuple(pair) for pair in modes["transitions"]), dict(modes["after_reboot"]),
+                               modes["first_start"])
         self.enums = {
             name: EnumDef(name, {v["name"]: v["value"] for v in values}, {v["name"]: v["description"] for v in values})
             for name, values in raw["enums"].items()
@@ -373,8 +396,23 @@ class Dictionary:
             for value in values:
                 if value.enum is not None and value.enum not in self.enums:
                     raise DictionaryError(f"{where}: unknown enum {value.enum!r}")
+        self._check_modes()
         if self.segment_octets + 64 > self.max_packet_octets:
             raise DictionaryError("segment_octets leaves no room for headers within max_packet_octets")
+
+    def _check_modes(self) -> None:
+        table = self.modes
+        named = set(table.modes)
+        for pair in table.transitions:
+            if len(pair) != 2 or not set(pair) <= named or pair[0] == pair[1]:
+                raise DictionaryError(f"mode transition {list(pair)} must join two different modes of {sorted(named)}")
+        if set(table.after_reboot) != named - {"BOOT"}:
+            raise DictionaryError("modes after_reboot must name the start mode for every mode but BOOT")
+        for target in [*table.after_reboot.values(), table.first_start]:
+            if not table.allowed("BOOT", target):
+                raise DictionaryError(f"a start cannot lead to {target}: no transition BOOT -> {target}")
+        if any(target == "BOOT" for _, target in table.transitions):
+            raise DictionaryError("no transition may lead back to BOOT")
 
     def packet(self, name: str) -> PacketKind:
         return self.packet_by_name[name]

@@ -291,7 +291,21 @@ def render_icd(dictionary: Dictionary | None = None) -> str:
         for e in d.events]))
     add("")
 
-    add("## 13. Worked examples\n")
+    add("## 13. Executive modes\n")
+    table = d.modes
+    add("The node is in one mode at a time (enumeration MODE). Only these changes are allowed; each is persisted "
+        "(fsync) before it takes effect, and reported with its cause (enumeration MODE_CAUSE):\n")
+    add(_table(["from", "to"], sorted([list(pair) for pair in table.transitions],
+                                       key=lambda pair: (table.modes.index(pair[0]), table.modes.index(pair[1])))))
+    add("")
+    add("Every start passes through BOOT (never persisted), then enters the mode below, chosen by the mode "
+        f"persisted when the node last stopped or died (with nothing persisted: **{table.first_start}**). A node "
+        "never starts straight into INFERENCE: that needs MODE_SET INFERENCE or, with auto_inference, the "
+        "executive's own rule; and a SAFE entered for a fault is left by command only.\n")
+    add(_table(["persisted mode", "start enters"], [[m, table.after_reboot[m]] for m in table.modes if m != "BOOT"]))
+    add("")
+
+    add("## 14. Worked examples\n")
     add(f"Time {EXAMPLE_TIME.coarse} s + 0x{EXAMPLE_TIME.fine:04X}/65536, sequence count 5.\n")
     hk = codec.encode_tm("HK", {"channels": {d.channel_by_name["LINK_UPTIME"].id: 42,
                                              d.channel_by_name["LINK_CONTACT"].id: True}}, 5, EXAMPLE_TIME)
