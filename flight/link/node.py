@@ -19,7 +19,10 @@ from flight.link.cli_support import (
     EXIT_FAILURE, LinkStartError, OneLineParser, add_link_options, configure_logging, link_config, open_flight_link,
 )
 from flight.link.placeholder_job_runner import PlaceholderJobRunner
+from flight.link.dictionary import load_dictionary
 from flight.link.service import CommandOrigin, LinkService
+from flight.store.anti_replay import AntiReplayCounter
+from flight.store.result_store import ResultStore
 
 PROG = "python -m flight.link.node"
 
@@ -34,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     except LinkStartError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    service = LinkService(link.port, link.keys, link.db, link_config(args))
+    service = LinkService(link.port, link.keys, ResultStore(link.db, load_dictionary().segment_octets),
+                          AntiReplayCounter(link.db), link_config(args))
     runner = PlaceholderJobRunner(service)
     store_dir = os.path.dirname(os.path.abspath(args.db))
 
@@ -50,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     runner.start()
     try:
-        service.start()
+        service.start(link.db.increment_boot_count())
     except sqlite3.Error as exc:  # the boot count is the first write: a read-only or full disk shows here
         print(f"{PROG}: onboard database {args.db}: {exc}", file=sys.stderr)
         runner.stop()

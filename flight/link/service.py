@@ -42,7 +42,6 @@ from flight.link.tm_writer import TmWriter
 from flight.link.token_stream import token_packets
 from flight.link.token_bucket import TokenBucket
 from flight.store.anti_replay import AntiReplayCounter
-from flight.store.onboard_db import OnboardDb
 from flight.store.result_store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -108,18 +107,20 @@ def _one_line(text: str) -> str:
 
 
 class LinkService:
-    def __init__(self, port: SerialPort, keys: KeyRing, db: OnboardDb, config: LinkConfig | None = None,
-                 dictionary: Dictionary | None = None):
+    """The link, given its port, keys and the stores it owns no more than it must: results for
+    the reliable downlink, and the anti-replay counter (the node builds both; see flight/node.py)."""
+
+    def __init__(self, port: SerialPort, keys: KeyRing, results: ResultStore, replay: AntiReplayCounter,
+                 config: LinkConfig | None = None, dictionary: Dictionary | None = None):
         self.dictionary = dictionary or load_dictionary()
         self.config = config or LinkConfig()
         self.codec = PacketCodec(self.dictionary)
         self.telemetry = Telemetry(self.dictionary)
-        self.results = ResultStore(db, self.dictionary.segment_octets)
-        self._db = db
+        self.results = results
         self._port = port
         self._keys = keys
         self._sign_legacy_results()
-        self._replay = AntiReplayCounter(db)
+        self._replay = replay
         self._events = EventReporter(self.dictionary, self.telemetry, self._send_event)
         self.downlink = ResultDownlink(self.results, self.telemetry, self._events, self.config.rto_s, self.link_up)
         budget = TokenBucket(self.config.rejection_budget_octets_per_s, self.config.rejection_burst_octets)
@@ -188,9 +189,9 @@ class LinkService:
         last = self._last_contact
         return last is not None and time.monotonic() - last <= self.config.contact_timeout_s
 
-    def start(self) -> None:
-        """Open the port (raises serial.SerialException if it cannot) and start serving."""
-        boot_count = self._db.increment_boot_count()
+    def start(self, boot_count: int) -> None:
+        """Open the port (raises serial.SerialException if it cannot) and start serving; boot_count
+        is this start's number, counted by the node."""
         self.telemetry.set("LINK_BOOT_COUNT", boot_count)
         self.telemetry.set("LINK_LAST_ARSN", self._replay.highest())
         self.telemetry.set("LINK_RECOVERY_CHALLENGE", self._replay.challenge())

@@ -16,11 +16,15 @@ from flight.link.keys import KeyRing, write_new_key_file
 from flight.link.placeholder_job_runner import PlaceholderJobRunner
 from flight.link.serial_port import SerialPort
 from flight.link.service import LinkConfig, LinkService
+from flight.link.dictionary import load_dictionary
+from flight.store.anti_replay import AntiReplayCounter
 from flight.store.onboard_db import OnboardDb
+from flight.store.result_store import ResultStore
 from ground.client import GroundClient
 from tests.link.radio_relay import RadioRelay
 
 REPO = Path(__file__).resolve().parents[2]
+D = load_dictionary()
 # Short timings keep two-ended tests quick; they change no protocol logic.
 FAST = LinkConfig(hk_period_s=0.1, contact_timeout_s=1.0, rto_s=0.3)
 NODE_ARGS = ["--hk-period", "0.1", "--contact-timeout", "1.0", "--rto", "0.3", "--log-level", "WARNING"]
@@ -45,10 +49,11 @@ class FlightUnderTest:
     def __init__(self, port: str, db_path: Path, keyfile: Path | list[Path], config: LinkConfig = FAST):
         self.db = OnboardDb(db_path)
         keys = KeyRing.load_all(keyfile if isinstance(keyfile, list) else [keyfile])
-        self.service = LinkService(SerialPort(port), keys, self.db, config)
+        self.service = LinkService(SerialPort(port), keys, ResultStore(self.db, D.segment_octets),
+                                   AntiReplayCounter(self.db), config)
         self.runner = PlaceholderJobRunner(self.service)
         self.runner.start()
-        self.service.start()
+        self.service.start(self.db.increment_boot_count())
 
     def stop(self) -> None:
         self.service.stop()

@@ -17,7 +17,9 @@ from flight.link.keys import KeyRing
 from flight.link.onboard_time import CucTime
 from flight.link.serial_port import SerialPort
 from flight.link.service import LinkConfig, LinkService
+from flight.store.anti_replay import AntiReplayCounter
 from flight.store.onboard_db import OnboardDb
+from flight.store.result_store import ResultStore
 from ground.client import GroundClient
 from flight.link.sdls import SECURITY_HEADER, compute_mac
 from flight.link.spacepacket import append_crc, build_packet, encode_headers
@@ -170,7 +172,8 @@ def offline_ends(tmp_path_factory):
     os.close(fd)
     db = OnboardDb(tmp / "onboard.sqlite")
     # Never started: nothing drains the command queue, so make it deep enough for every example.
-    service = LinkService(SerialPort("loop://"), KeyRing.load(keyfile), db, LinkConfig(command_queue_depth=10_000))
+    service = LinkService(SerialPort("loop://"), KeyRing.load(keyfile), ResultStore(db, D.segment_octets),
+                          AntiReplayCounter(db), LinkConfig(command_queue_depth=10_000))
     ground = GroundClient("loop://", keys=keyfile, archive=tmp / "ground.sqlite")
     ground.open_archive()
     yield service, ground

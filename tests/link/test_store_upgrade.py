@@ -8,7 +8,9 @@ from flight.link.keys import KeyRing
 from flight.link.sdls import result_mac
 from flight.link.serial_port import SerialPort
 from flight.link.service import LinkService
+from flight.store.anti_replay import AntiReplayCounter
 from flight.store.onboard_db import OnboardDb
+from flight.store.result_store import ResultStore
 
 FIRST_RELEASE_SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -33,7 +35,7 @@ def test_first_release_store_is_upgraded_and_its_results_signed(tmp_path: Path):
     conn.close()
     key = bytes(range(32))
     db = OnboardDb(path)
-    service = LinkService(SerialPort("loop://"), KeyRing({1: key}), db)
+    service = LinkService(SerialPort("loop://"), KeyRing({1: key}), ResultStore(db, 1024), AntiReplayCounter(db))
     [pending] = service.results.pending_results()
     assert (pending.job_id, pending.spi, pending.mac) == (7, 1, result_mac(key, 7, data))
     assert service.results.result(7) == data
