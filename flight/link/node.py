@@ -22,6 +22,7 @@ from flight.link.placeholder_job_runner import PlaceholderJobRunner
 from flight.link.dictionary import load_dictionary
 from flight.link.service import CommandOrigin, LinkService
 from flight.store.anti_replay import AntiReplayCounter
+from flight.store.job_store import JobStore
 from flight.store.result_store import ResultStore
 
 PROG = "python -m flight.link.node"
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
     service = LinkService(link.port, link.keys, ResultStore(link.db, load_dictionary().segment_octets),
                           AntiReplayCounter(link.db), link_config(args))
-    runner = PlaceholderJobRunner(service)
+    runner = PlaceholderJobRunner(service, JobStore(link.db))
     store_dir = os.path.dirname(os.path.abspath(args.db))
 
     def purge(args: dict[str, Any], origin: CommandOrigin) -> dict[str, Any]:

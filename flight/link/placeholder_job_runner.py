@@ -14,7 +14,7 @@ import zlib
 from typing import Any
 
 from flight.link.service import CommandFailure, CommandOrigin, LinkService
-from flight.store.result_store import DuplicateJobError, Job
+from flight.store.job_store import DuplicateJobError, Job, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +26,9 @@ def placeholder_completion(prompt: str, max_tokens: int) -> list[tuple[int, str]
 
 
 class PlaceholderJobRunner:
-    def __init__(self, service: LinkService, tokens_per_chunk: int = 32):
+    def __init__(self, service: LinkService, jobs: JobStore, tokens_per_chunk: int = 32):
         self._service = service
-        self._store = service.results
+        self._store = jobs
         self._tokens_per_chunk = tokens_per_chunk
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -78,7 +78,7 @@ class PlaceholderJobRunner:
                 chunk = tokens[first:first + self._tokens_per_chunk]
                 self._service.send_tokens(job.job_id, first, chunk)
             result = "".join(s for _, s in tokens).encode()
-            self._service.publish_result(job.job_id, result)
+            self._service.publish_result(job.job_id, result, job.spi)
         except Exception as exc:  # a failed job is reported and skipped, never retried forever
             log.exception("job %d failed", job.job_id)
             self._store.fail_job(job.job_id)

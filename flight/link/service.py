@@ -176,10 +176,10 @@ class LinkService:
         for fields in token_packets(job_id, first_index, tokens, self.dictionary.max_packet_octets):
             self._writer.submit("JOB_TOKENS", fields)
 
-    def publish_result(self, job_id: int, data: bytes) -> bool:
+    def publish_result(self, job_id: int, data: bytes, spi: int | None) -> bool:
         """Persist a job result with its MAC and queue it for reliable downlink; False if the job
-        had one already. The MAC is made with the key that submitted the job."""
-        spi, key = self._result_key(self.results.job_spi(job_id))
+        had one already. spi: the key that submitted the job, which makes the MAC (see _result_key)."""
+        spi, key = self._result_key(spi)
         stored = self.results.store_result(job_id, data, spi, result_mac(key, job_id, data))
         self.downlink.add(job_id)
         self._writer.wake()

@@ -1,4 +1,6 @@
-"""Onboard jobs and their results, with the ground's acknowledgement state of each result.
+"""Onboard job results, with the ground's acknowledgement state of each result (the jobs
+themselves are the job store's; the two share the onboard database, so storing a result and
+marking its job done is one transaction).
 
 A result is split into segments of segment_octets for the downlink; `acked` is a bitmap with
 one bit per segment, set when the ground acknowledges holding it. A result is delivered once
@@ -12,18 +14,6 @@ import zlib
 from dataclasses import dataclass
 
 from flight.store.onboard_db import OnboardDb
-
-
-class DuplicateJobError(ValueError):
-    """A different job with the same id is already stored."""
-
-
-@dataclass(frozen=True)
-class Job:
-    job_id: int
-    prompt: str
-    max_tokens: int
-    spi: int  # key of the command that submitted it; its result is authenticated with that key
 
 
 @dataclass(frozen=True)
@@ -46,32 +36,6 @@ class ResultStore:
         self._db = db
         self.segment_octets = segment_octets
 
-    def add_job(self, job: Job) -> bool:
-        """Store a queued job; False if this very job is already stored (idempotent resubmission)."""
-        with self._db.transaction() as conn:
-            row = conn.execute("SELECT prompt, max_tokens FROM jobs WHERE job_id = ?", (job.job_id,)).fetchone()
-            if row is not None:
-                if tuple(row) != (job.prompt, job.max_tokens):
-                    raise DuplicateJobError(f"job {job.job_id} already exists with other arguments")
-                return False
-            conn.execute(
-                "INSERT INTO jobs (job_id, prompt, max_tokens, spi, state, submitted) VALUES (?, ?, ?, ?, 'queued', ?)",
-                (job.job_id, job.prompt, job.max_tokens, job.spi, time.time()),
-            )
-            return True
-
-    def queued_jobs(self) -> list[Job]:
-        rows = self._db.query(
-            "SELECT job_id, prompt, max_tokens, spi FROM jobs WHERE state = 'queued' ORDER BY submitted, job_id")
-        return [Job(*row) for row in rows]
-
-    def job_spi(self, job_id: int) -> int | None:
-        rows = self._db.query("SELECT spi FROM jobs WHERE job_id = ?", (job_id,))
-        return rows[0][0] if rows else None
-
-    def queue_depth(self) -> int:
-        return self._db.query("SELECT count(*) FROM jobs WHERE state = 'queued'")[0][0]
-
     def store_result(self, job_id: int, data: bytes, spi: int, mac: bytes) -> bool:
         """Persist a job's result with its MAC and mark the job done, atomically; False if it already had one."""
         segment_count = max(1, -(-len(data) // self.segment_octets))
@@ -85,10 +49,6 @@ class ResultStore:
             )
             conn.execute("UPDATE jobs SET state = 'done' WHERE job_id = ?", (job_id,))
             return True
-
-    def fail_job(self, job_id: int) -> None:
-        with self._db.transaction() as conn:
-            conn.execute("UPDATE jobs SET state = 'failed' WHERE job_id = ? AND state = 'queued'", (job_id,))
 
     def pending_results(self) -> list[PendingResult]:
         return self._pending("delivered = 0 ORDER BY stored, job_id", ())

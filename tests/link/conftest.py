@@ -18,6 +18,7 @@ from flight.link.serial_port import SerialPort
 from flight.link.service import LinkConfig, LinkService
 from flight.link.dictionary import load_dictionary
 from flight.store.anti_replay import AntiReplayCounter
+from flight.store.job_store import JobStore
 from flight.store.onboard_db import OnboardDb
 from flight.store.result_store import ResultStore
 from ground.client import GroundClient
@@ -51,7 +52,8 @@ class FlightUnderTest:
         keys = KeyRing.load_all(keyfile if isinstance(keyfile, list) else [keyfile])
         self.service = LinkService(SerialPort(port), keys, ResultStore(self.db, D.segment_octets),
                                    AntiReplayCounter(self.db), config)
-        self.runner = PlaceholderJobRunner(self.service)
+        self.jobs = JobStore(self.db)
+        self.runner = PlaceholderJobRunner(self.service, self.jobs)
         self.runner.start()
         self.service.start(self.db.increment_boot_count())
 

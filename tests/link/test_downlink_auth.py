@@ -142,7 +142,7 @@ def test_rerequest_resends_a_result_whose_segments_were_acknowledged(tmp_path):
     from flight.link.sdls import result_mac
     from flight.link.telemetry import Telemetry
     from flight.store.onboard_db import OnboardDb
-    from flight.store.result_store import Job, ResultStore
+    from flight.store.result_store import ResultStore
     from ground.archive import GroundArchive
     from ground.result_assembly import ResultAssembler
 
@@ -151,7 +151,6 @@ def test_rerequest_resends_a_result_whose_segments_were_acknowledged(tmp_path):
     telemetry = Telemetry(D)
     telemetry.zero(["DL_SEGMENTS_SENT", "DL_SEGMENTS_RETRANSMITTED", "DL_RESULTS_DELIVERED", "DL_RESULTS_REREQUESTED"])
     data = random.Random(3).randbytes(3 * D.segment_octets)
-    store.add_job(Job(1, "p", 1, 1))
     store.store_result(1, data, 1, result_mac(key, 1, data))
     downlink = ResultDownlink(store, telemetry, EventReporter(D, telemetry, lambda event, fields: None), 100.0,
                               lambda: True)

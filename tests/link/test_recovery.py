@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 from flight.link.placeholder_job_runner import placeholder_completion
-from flight.store.result_store import Job
 from ground.client import GroundClient
 from tests.link.conftest import REPO, FlightUnderTest, open_ground
 from tests.link.helpers import arsn_of, response_to, wait_until
@@ -90,8 +89,7 @@ def test_ground_killed_mid_transfer(relay, tmp_path, keyfile):
         jobs = {}
         for job_id in range(1, 5):
             data = bytes((job_id * i) % 251 for i in range(5000 * job_id))
-            flight.service.results.add_job(Job(job_id, "direct", 1, spi=1))
-            flight.service.publish_result(job_id, data)
+            flight.service.publish_result(job_id, data, 1)
             jobs[job_id] = data
         procs.append(subprocess.Popen(collect, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_until(lambda: segments_held(archive) >= 3, what="collector holding segments")

@@ -15,7 +15,7 @@ from flight.link.sack import from_ranges, to_ranges
 from flight.link.sdls import result_mac
 from flight.link.telemetry import Telemetry
 from flight.store.onboard_db import OnboardDb
-from flight.store.result_store import Job, ResultStore
+from flight.store.result_store import ResultStore
 from ground.archive import GroundArchive
 from ground.result_assembly import ResultAssembler
 from ground.client import GroundClient
@@ -55,7 +55,6 @@ def test_every_result_arrives_once_over_a_bad_channel(tmp_path_factory, seed, dr
     expected = {}
     for job_id, size in enumerate([0, 1, D.segment_octets, D.segment_octets + 1, 3 * D.segment_octets - 7], start=1):
         data = rng.randbytes(size)
-        store.add_job(Job(job_id, "p", 1, SPI))
         store.store_result(job_id, data, SPI, result_mac(KEY, job_id, data))
         expected[job_id] = data
     now = [0.0]
@@ -129,8 +128,7 @@ def test_nothing_is_sent_while_out_of_contact_and_all_is_sent_after(relay, fligh
         relay.up.drop = 1.0
         ground.await_event("LINK_CONTACT_LOST", timeout=10)
         data = bytes(range(256)) * 20
-        flight.service.results.add_job(Job(77, "direct", 1, spi=1))
-        flight.service.publish_result(77, data)
+        flight.service.publish_result(77, data, 1)
         since = ground.history_index()
         # Several housekeeping periods pass with no segment on the line.
         for _ in range(5):

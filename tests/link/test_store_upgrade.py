@@ -9,6 +9,7 @@ from flight.link.sdls import result_mac
 from flight.link.serial_port import SerialPort
 from flight.link.service import LinkService
 from flight.store.anti_replay import AntiReplayCounter
+from flight.store.job_store import JobStore
 from flight.store.onboard_db import OnboardDb
 from flight.store.result_store import ResultStore
 
@@ -39,9 +40,9 @@ def test_first_release_store_is_upgraded_and_its_results_signed(tmp_path: Path):
     [pending] = service.results.pending_results()
     assert (pending.job_id, pending.spi, pending.mac) == (7, 1, result_mac(key, 7, data))
     assert service.results.result(7) == data
-    assert [job.job_id for job in service.results.queued_jobs()] == [8]
+    assert [job.job_id for job in JobStore(db).queued_jobs()] == [8]
     assert service._replay.last(1) == 4242
-    service.publish_result(8, b"run after the upgrade")  # the old job has no key recorded: the first one serves
+    service.publish_result(8, b"run after the upgrade", JobStore(db).queued_jobs()[0].spi)  # 0: none recorded
     result = next(r for r in service.results.pending_results() if r.job_id == 8)
     assert (result.spi, result.mac) == (1, result_mac(key, 8, b"run after the upgrade"))
     db.close()
