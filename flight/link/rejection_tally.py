@@ -25,6 +25,8 @@ class RejectionTally:
         with self._lock:
             if now - self._since < period_s or not self._count:
                 return None
-            summary = (self._count, (suppressed_total - self._suppressed_before) % (1 << 32), self._reason)
+            # LINK_REJECTIONS_SUPPRESSED only grows, except when CMD_CLEAR_COUNTERS zeroes it.
+            before = self._suppressed_before if suppressed_total >= self._suppressed_before else 0
+            summary = (self._count, suppressed_total - before, self._reason)
             self._count, self._since, self._suppressed_before = 0, now, suppressed_total
             return summary
