@@ -18,8 +18,12 @@ typedef struct {
     int pending;            /* last token handed out, to be evaluated by the next step */
     int n_gen, max_new;
     tk_sample_params sp;
-    tk_rng rng;
+    tk_rng rng;             /* after the last token sampled (in a batch: maybe not handed out yet) */
     int eos[MAX_EOS], n_eos;
+    /* what a resumed sequence needs, and the logits behind its latest token */
+    uint64_t rng_out;       /* the RNG state after the last token handed out */
+    const float *logits;    /* [vocab] the latest token was sampled from, in the model's buffer */
+    uint64_t logits_pass;   /* the forward pass that wrote them (tk_decoder.n_passes) */
 } slot_state;
 
 struct tk_decoder {
@@ -31,6 +35,7 @@ struct tk_decoder {
     tk_row *rows;           /* [max_rows] rows of the forward being built */
     int *row_slot;          /* [max_rows] which slot each batched row belongs to */
     tk_prob_index *scratch; /* [vocab] sampler candidates */
+    uint64_t n_passes;      /* forward passes run: tells whether a slot's logits are still there */
     char err[TK_ERR_LEN];
 };
 
@@ -70,6 +75,7 @@ void tk_decoder_free(tk_decoder *d) {
 const char *tk_decoder_error(const tk_decoder *d) { return d->err; }
 
 static int forward(tk_decoder *d, int n) {
+    d->n_passes++; /* even a failed pass may have written the logits buffer */
     if (tk_model_forward(d->m, d->rows, n) != TK_OK)
         return tk_fail(d->err, "%s", tk_model_error(d->m));
     return TK_OK;
@@ -155,7 +161,7 @@ int tk_decoder_generate(tk_decoder *d, int slot, const int *prompt, int n_prompt
     if (slot >= 0 && slot < d->n_slots && d->slots[slot].active)
         return tk_fail(d->err, "sequence slot %d is in use by the batch", slot);
     tk_rng rng;
-    tk_rng_seed(&rng, sp->seed);
+    tk_rng_start(&rng, sp);
     const float *logits;
     double t0 = tk_now();
     if (prefill(d, slot, prompt, n_prompt, &st.n_reused, &logits)) return TK_ERR;
@@ -165,6 +171,9 @@ int tk_decoder_generate(tk_decoder *d, int slot, const int *prompt, int n_prompt
     slot_state *s = &d->slots[slot];
     for (;;) {
         int tok = tk_sample(logits, d->c->vocab, sp, &rng, d->scratch);
+        s->rng_out = rng.state; /* readable by the callback: the state to save with tok */
+        s->logits = logits;
+        s->logits_pass = d->n_passes;
         if (st.n_generated == 0) st.first_token_s = tk_now() - t0;
         if (is_eos(eos_ids, n_eos, tok)) {
             st.stop_reason = TK_STOP_EOS;
@@ -193,6 +202,7 @@ int tk_decoder_generate(tk_decoder *d, int slot, const int *prompt, int n_prompt
         logits = tk_model_logits(d->m);
     }
     st.decode_s = tk_now() - t1;
+    st.rng_state = rng.state;
     if (stats) *stats = st;
     return TK_OK;
 }
@@ -220,12 +230,15 @@ int tk_batch_join(tk_decoder *d, const int *prompt, int n_prompt, int max_new,
     int reused;
     if (prefill(d, best, prompt, n_prompt, &reused, &logits)) return TK_ERR;
     s->sp = *sp;
-    tk_rng_seed(&s->rng, sp->seed);
+    tk_rng_start(&s->rng, sp);
+    s->rng_out = s->rng.state; /* nothing handed out yet */
     memcpy(s->eos, eos_ids, (size_t)n_eos * sizeof *eos_ids);
     s->n_eos = n_eos;
     s->n_gen = 0;
     s->max_new = max_new;
     s->pending = tk_sample(logits, d->c->vocab, &s->sp, &s->rng, d->scratch);
+    s->logits = logits;
+    s->logits_pass = d->n_passes;
     s->fresh = 1;
     s->active = 1;
     *slot_out = best;
@@ -235,6 +248,7 @@ int tk_batch_join(tk_decoder *d, const int *prompt, int n_prompt, int max_new,
 /* Hand out tok for slot s and decide whether it ends the sequence. */
 static int deliver(tk_decoder *d, slot_state *s, int tok) {
     s->n_gen++;
+    s->rng_out = s->rng.state;
     if (is_eos(s->eos, s->n_eos, tok)) return TK_STOP_EOS;
     if (s->n_gen >= s->max_new) return TK_STOP_LIMIT;
     if (s->n_past >= d->n_ctx) return TK_STOP_CONTEXT;
@@ -267,7 +281,9 @@ int tk_batch_step(tk_decoder *d, int *tokens, int *slots, int *stops, int *n_out
             tok = s->pending;
             s->fresh = 0;
         } else {
-            tok = tk_sample(logits + (size_t)r++ * d->c->vocab, d->c->vocab, &s->sp, &s->rng, d->scratch);
+            s->logits = logits + (size_t)r++ * d->c->vocab;
+            s->logits_pass = d->n_passes;
+            tok = tk_sample(s->logits, d->c->vocab, &s->sp, &s->rng, d->scratch);
         }
         int stop = deliver(d, s, tok);
         s->pending = tok;
@@ -291,4 +307,23 @@ int tk_batch_active(const tk_decoder *d) {
     int n = 0;
     for (int i = 0; i < d->n_slots; i++) n += d->slots[i].active;
     return n;
+}
+
+int tk_decoder_rng_state(tk_decoder *d, int slot, uint64_t *state) {
+    if (slot < 0 || slot >= d->n_slots)
+        return tk_fail(d->err, "sequence slot %d is outside 0..%d", slot, d->n_slots - 1);
+    *state = d->slots[slot].rng_out;
+    return TK_OK;
+}
+
+int tk_decoder_logits(tk_decoder *d, int slot, const float **logits) {
+    if (slot < 0 || slot >= d->n_slots)
+        return tk_fail(d->err, "sequence slot %d is outside 0..%d", slot, d->n_slots - 1);
+    const slot_state *s = &d->slots[slot];
+    if (!s->logits) return tk_fail(d->err, "sequence slot %d has sampled nothing yet", slot);
+    if (s->logits_pass != d->n_passes)
+        return tk_fail(d->err, "the logits of slot %d's last token were overwritten by a later "
+                       "forward pass", slot);
+    *logits = s->logits;
+    return TK_OK;
 }

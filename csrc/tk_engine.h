@@ -137,10 +137,17 @@ typedef struct {
     int   top_k;        /* <= 0: off */
     float top_p;        /* >= 1: off */
     uint64_t seed;
+    uint64_t rng_state; /* 0: seed the RNG from seed; else start it at this state (a resumed
+                         * sequence: the state reported after its last token) */
 } tk_sample_params;
 
+/* xorshift64* generator. Greedy sampling (temperature <= 0 or top-k 1) never draws from it; every
+ * other token draws exactly once, so a sequence's state after token i is all a resumed run needs
+ * to continue with the draws the uninterrupted run would have made. 0 is its fixed point. */
 typedef struct { uint64_t state; } tk_rng;
 void tk_rng_seed(tk_rng *r, uint64_t seed);
+/* The state sp asks for: sp->rng_state when non-zero, else the state seeded from sp->seed. */
+void tk_rng_start(tk_rng *r, const tk_sample_params *sp);
 /* scratch holds [vocab] (index, prob) pairs; it is the caller's, allocated once. */
 typedef struct { float p; int i; } tk_prob_index;
 int tk_sample(const float *logits, int vocab, const tk_sample_params *sp, tk_rng *rng,
@@ -160,6 +167,7 @@ typedef struct {
     int n_generated;
     int stop_reason;          /* enum tk_stop */
     double prefill_s, decode_s, first_token_s;
+    uint64_t rng_state;       /* the RNG state after the last token sampled (see tk_rng) */
 } tk_gen_stats;
 
 typedef struct tk_decoder tk_decoder;
@@ -173,19 +181,36 @@ int tk_decoder_prefill(tk_decoder *d, int slot, const int *ids, int n, const flo
 int tk_decoder_forget(tk_decoder *d, int slot);
 /* Single stream: prefill prompt on slot, then forward/sample/stop-check/append until EOS, the
  * limit, the callback or *stop_flag (read at every token boundary). out[max_new] receives the
- * generated ids; stats may be NULL. */
+ * generated ids; stats may be NULL.
+ * Exact resume: a run interrupted after k tokens continues exactly as it would have when called
+ * again with prompt = the original prompt + those k tokens, max_new reduced by k, and
+ * sp->rng_state = the state tk_decoder_rng_state gave after the k-th token. Re-evaluating the
+ * k tokens in a prefill gives the logits their one-row decode steps gave, bit for bit: every
+ * kernel computes each row the same way whatever the other rows of the pass are. */
 int tk_decoder_generate(tk_decoder *d, int slot, const int *prompt, int n_prompt, int max_new,
                         const tk_sample_params *sp, const int *eos_ids, int n_eos,
                         tk_token_cb cb, void *user, volatile int *stop_flag,
                         int *out, tk_gen_stats *stats);
 
 /* Batched decode: sequences join (prefilled into a free slot), step together (one forward pass
- * for all active rows per step, so weights are read once per step), and leave when done. */
+ * for all active rows per step, so weights are read once per step), and leave when done. A
+ * sequence resumes in a batch as in tk_decoder_generate: prompt + tokens so far, the rest of
+ * max_new, and sp->rng_state. */
 int tk_batch_join(tk_decoder *d, const int *prompt, int n_prompt, int max_new,
                   const tk_sample_params *sp, const int *eos_ids, int n_eos, int *slot_out);
 /* One step over every active sequence: tokens[i], slots[i], stops[i] for i < *n_out. */
 int tk_batch_step(tk_decoder *d, int *tokens, int *slots, int *stops, int *n_out);
 int tk_batch_leave(tk_decoder *d, int slot);
 int tk_batch_active(const tk_decoder *d);
+
+/* The RNG state of slot's sequence after the last token it handed out (a batch step's token,
+ * a generate callback's token, or once tk_decoder_generate returned its last; 0 before the slot
+ * sampled anything). With the tokens so far, what a resumed sequence needs (tk_sample_params). */
+int tk_decoder_rng_state(tk_decoder *d, int slot, uint64_t *state);
+/* The logits [vocab] the slot's latest token was sampled from (after tk_batch_join: those of
+ * the first token, sampled at the join and handed out by the next step). They live in the
+ * model's logits buffer: TK_ERR once a later forward pass (a step, a join, a prefill) overwrote
+ * them. For tests and inspection: the logits of a decode step against those of a re-prefill. */
+int tk_decoder_logits(tk_decoder *d, int slot, const float **logits);
 
 #endif /* TK_ENGINE_H */

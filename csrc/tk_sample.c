@@ -17,6 +17,11 @@ void tk_rng_seed(tk_rng *r, uint64_t seed) {
     if (r->state == 0) r->state = 1; /* xorshift must not start at zero */
 }
 
+void tk_rng_start(tk_rng *r, const tk_sample_params *sp) {
+    if (sp->rng_state != 0) r->state = sp->rng_state;
+    else tk_rng_seed(r, sp->seed);
+}
+
 static float rng_uniform(tk_rng *r) { /* [0, 1) */
     r->state ^= r->state >> 12;
     r->state ^= r->state << 25;

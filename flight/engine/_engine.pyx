@@ -40,10 +40,15 @@ cdef extern from "tk_engine.h" nogil:
         int top_k
         float top_p
         uint64_t seed
+        uint64_t rng_state
+
+    ctypedef struct tk_rng:
+        uint64_t state
 
     ctypedef struct tk_gen_stats:
         int n_prompt, n_reused, n_generated, stop_reason
         double prefill_s, decode_s, first_token_s
+        uint64_t rng_state
 
     ctypedef struct tk_decoder:
         pass
@@ -83,6 +88,9 @@ cdef extern from "tk_engine.h" nogil:
     int tk_batch_step(tk_decoder *d, int *tokens, int *slots, int *stops, int *n_out)
     int tk_batch_leave(tk_decoder *d, int slot)
     int tk_batch_active(const tk_decoder *d)
+    int tk_decoder_rng_state(tk_decoder *d, int slot, uint64_t *state)
+    int tk_decoder_logits(tk_decoder *d, int slot, const float **logits)
+    void tk_rng_seed(tk_rng *r, uint64_t seed)
 
 
 class EngineError(ValueError):
@@ -129,26 +137,61 @@ cdef class _IntBuf:
         free(self.p)
 
 
+U64_MAX = 2**64 - 1
+
+
+def _rng_state(value):
+    """A sampler RNG state from Python: None (seed the RNG) as 0, else an int in 1..2**64-1.
+
+    0 is refused rather than passed on: it is xorshift64*'s fixed point (the generator would
+    draw the same number for ever) and the C API reads it as "seed from the seed"."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise EngineError(f"rng_state must be an integer, got {type(value).__name__}")
+    v = value.__index__()
+    if not 1 <= v <= U64_MAX:
+        raise EngineError(f"rng_state must be between 1 and 2**64-1 (a xorshift64* state), got {v}")
+    return v
+
+
+def rng_state_from_seed(seed):
+    """The RNG state a generation seeded with seed starts from (what a resume after 0 tokens
+    needs; the same as passing the seed again)."""
+    cdef tk_rng r
+    tk_rng_seed(&r, <uint64_t>(int(seed) & U64_MAX))
+    return r.state
+
+
 cdef class _Callback:
     cdef object fn
     cdef object error
+    cdef tk_decoder *d     # set when fn takes (token, rng state after it)
+    cdef int slot
 
 
 cdef int _on_token(int token, void *user) noexcept with gil:
     cdef _Callback cb = <_Callback>user
+    cdef uint64_t state = 0
     try:
+        if cb.d != NULL:
+            # the decode loop stored the state before calling us: it is the one to save with token
+            tk_decoder_rng_state(cb.d, cb.slot, &state)
+            return 1 if cb.fn(token, state) is False else 0
         return 1 if cb.fn(token) is False else 0
     except BaseException as e:  # stop at this token and re-raise in the caller's frame
         cb.error = e
         return 1
 
 
-cdef tk_sample_params _sample_params(double temperature, int top_k, double top_p, seed):
+cdef tk_sample_params _sample_params(double temperature, int top_k, double top_p, seed,
+                                     rng_state=None) except *:
     cdef tk_sample_params sp
     sp.temperature = temperature
     sp.top_k = top_k
     sp.top_p = top_p
-    sp.seed = <uint64_t>(int(seed) & 0xFFFFFFFFFFFFFFFF)
+    sp.seed = <uint64_t>(int(seed) & U64_MAX)
+    sp.rng_state = <uint64_t>_rng_state(rng_state)
     return sp
 
 
@@ -309,15 +352,20 @@ cdef class CModel:
         return out
 
     def generate(self, ids, max_new, double temperature, top_k, double top_p, seed,
-                 eos_ids, on_token=None, int slot=0):
-        """Run the C decode loop; returns (generated ids, stats dict)."""
+                 eos_ids, on_token=None, int slot=0, rng_state=None, bint with_state=False):
+        """Run the C decode loop; returns (generated ids, stats dict).
+
+        rng_state (None: seed from seed) starts the sampler's RNG there, to resume a sequence;
+        stats["rng_state"] is its state after the last token. with_state: on_token is called
+        as on_token(token, rng state after token), what a checkpoint of the run needs."""
         self._check()
         cdef int c_max_new = _c_int("max tokens", max_new)
         cdef _IntBuf prompt = _IntBuf(ids)
         cdef _IntBuf eos = _IntBuf(eos_ids)
         # the loop stops at the context's end, so it never writes more than n_ctx ids
         cdef _IntBuf out = _IntBuf([], min(c_max_new, tk_model_n_ctx(self.m)))
-        cdef tk_sample_params sp = _sample_params(temperature, _c_int("top-k", top_k), top_p, seed)
+        cdef tk_sample_params sp = _sample_params(temperature, _c_int("top-k", top_k), top_p, seed,
+                                                  rng_state)
         cdef tk_gen_stats st
         cdef _Callback cb = _Callback()
         cdef tk_token_cb cfn = NULL
@@ -325,6 +373,9 @@ cdef class CModel:
         cdef int rc
         if on_token is not None:
             cb.fn = on_token
+            if with_state:
+                cb.d = self.d
+                cb.slot = slot
             cfn = _on_token
             user = <void *>cb
         self.stop_flag = 0
@@ -342,7 +393,8 @@ cdef class CModel:
         tokens = [out.p[i] for i in range(st.n_generated)]
         stats = dict(n_prompt=st.n_prompt, n_reused=st.n_reused, n_generated=st.n_generated,
                      stop_reason=STOP_REASONS.get(st.stop_reason, "none"),
-                     prefill_s=st.prefill_s, decode_s=st.decode_s, first_token_s=st.first_token_s)
+                     prefill_s=st.prefill_s, decode_s=st.decode_s, first_token_s=st.first_token_s,
+                     rng_state=st.rng_state)
         return tokens, stats
 
     def forget(self, int slot=0):
@@ -358,12 +410,15 @@ cdef class CModel:
     # -- batched decoding -----------------------------------------------------------------------
 
     def batch_join(self, ids, max_new, double temperature, top_k, double top_p, seed,
-                   eos_ids):
+                   eos_ids, rng_state=None):
+        """Prefill ids into a free slot and sample its first token; returns the slot.
+        rng_state as in generate."""
         self._check()
         cdef int c_max_new = _c_int("max tokens", max_new)
         cdef _IntBuf prompt = _IntBuf(ids)
         cdef _IntBuf eos = _IntBuf(eos_ids)
-        cdef tk_sample_params sp = _sample_params(temperature, _c_int("top-k", top_k), top_p, seed)
+        cdef tk_sample_params sp = _sample_params(temperature, _c_int("top-k", top_k), top_p, seed,
+                                                  rng_state)
         cdef int rc, slot = -1
         self.busy = True
         try:
@@ -376,13 +431,15 @@ cdef class CModel:
         return slot
 
     def batch_step(self):
-        """One forward over all active sequences: a list of (slot, token, stop reason)."""
+        """One forward over all active sequences: a list of (slot, token, stop reason, rng
+        state after the token)."""
         self._check()
         cdef int n_slots = tk_model_n_slots(self.m)
         cdef _IntBuf toks = _IntBuf([], n_slots)
         cdef _IntBuf slots = _IntBuf([], n_slots)
         cdef _IntBuf stops = _IntBuf([], n_slots)
-        cdef int rc, n = 0
+        cdef int rc, i, n = 0
+        cdef uint64_t state
         self.busy = True
         try:
             with nogil:
@@ -391,12 +448,37 @@ cdef class CModel:
             self.busy = False
         if rc != TK_OK:
             raise self._fail()
-        return [(slots.p[i], toks.p[i], STOP_REASONS.get(stops.p[i], "none")) for i in range(n)]
+        out = []
+        for i in range(n):
+            tk_decoder_rng_state(self.d, slots.p[i], &state)  # slots.p[i] is valid: C wrote it
+            out.append((slots.p[i], toks.p[i], STOP_REASONS.get(stops.p[i], "none"), state))
+        return out
 
     def batch_leave(self, int slot):
         self._check()
         if tk_batch_leave(self.d, slot) != TK_OK:
             raise self._fail()
+
+    def rng_state(self, int slot):
+        """The RNG state of slot's sequence after the last token it handed out."""
+        self._check()
+        cdef uint64_t state
+        if tk_decoder_rng_state(self.d, slot, &state) != TK_OK:
+            raise self._fail()
+        return state
+
+    def slot_logits(self, int slot):
+        """A float32 copy of the logits slot's latest token was sampled from (EngineError once
+        a later forward pass overwrote them)."""
+        self._check()
+        cdef const float *logits
+        cdef int vocab = tk_model_config(self.m).vocab
+        if tk_decoder_logits(self.d, slot, &logits) != TK_OK:
+            raise self._fail()
+        out = np.empty(vocab, dtype=np.float32)
+        cdef float[::1] view = out
+        memcpy(&view[0], logits, vocab * sizeof(float))
+        return out
 
     @property
     def batch_active(self):
