@@ -1,11 +1,17 @@
-"""Onboard jobs: the queue, in the order they arrived, with each job's state.
+"""Onboard jobs: the queue, in the order they arrived, with each job's state and progress.
 
 A job is stored (fsync) before its JOB_SUBMIT completes, so an accepted job survives any crash;
 resubmitting the very same job is idempotent. The result store marks a job done in the same
 transaction that stores its result.
+
+Progress is what exact resume needs: the tokens generated so far and the sampler's RNG state
+after the last of them (flight/engine: Engine.generate(resume_tokens=..., rng_state=...)). The
+executive saves it every few tokens and at every preemption; tokens are stored as little-endian
+u32, the state as 8 big-endian octets (SQLite integers are signed).
 """
 from __future__ import annotations
 
+import struct
 import time
 from dataclasses import dataclass
 
@@ -53,3 +59,24 @@ class JobStore:
     def fail_job(self, job_id: int) -> None:
         with self._db.transaction() as conn:
             conn.execute("UPDATE jobs SET state = 'failed' WHERE job_id = ? AND state = 'queued'", (job_id,))
+
+    def save_progress(self, job_id: int, tokens: list[int], rng_state: int) -> None:
+        """Commit (fsync) a job's tokens so far and the RNG state after the last of them."""
+        if not 0 <= rng_state < 1 << 64:
+            raise ValueError(f"RNG state must be a 64-bit unsigned integer, got {rng_state!r}")
+        packed = struct.pack(f"<{len(tokens)}I", *tokens)
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO job_progress (job_id, tokens, rng_state, saved) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(job_id) DO UPDATE SET tokens = excluded.tokens, rng_state = excluded.rng_state, "
+                "saved = excluded.saved",
+                (job_id, packed, rng_state.to_bytes(8, "big"), time.time()),
+            )
+
+    def progress(self, job_id: int) -> tuple[list[int], int] | None:
+        """(tokens so far, RNG state after them) as last saved, or None."""
+        rows = self._db.query("SELECT tokens, rng_state FROM job_progress WHERE job_id = ?", (job_id,))
+        if not rows:
+            return None
+        tokens, state = rows[0]
+        return list(struct.unpack(f"<{len(tokens) // 4}I", tokens)), int.from_bytes(state, "big")

@@ -20,6 +20,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     state TEXT NOT NULL CHECK (state IN ('queued', 'done', 'failed')),
     submitted REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS job_progress (
+    job_id INTEGER PRIMARY KEY REFERENCES jobs(job_id),
+    tokens BLOB NOT NULL,
+    rng_state BLOB NOT NULL,
+    saved REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS results (
     job_id INTEGER PRIMARY KEY REFERENCES jobs(job_id),
     data BLOB NOT NULL,

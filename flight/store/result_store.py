@@ -48,6 +48,7 @@ class ResultStore:
                 (job_id, data, zlib.crc32(data), segment_count, bytes(-(-segment_count // 8)), spi, mac, time.time()),
             )
             conn.execute("UPDATE jobs SET state = 'done' WHERE job_id = ?", (job_id,))
+            conn.execute("DELETE FROM job_progress WHERE job_id = ?", (job_id,))  # the result supersedes it
             return True
 
     def pending_results(self) -> list[PendingResult]:
