@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from flight.link.dictionary import load_dictionary
-from flight.link.keys import KeyRing, write_new_key_file
+from flight.link.keys import write_new_key_file
 from ground.archive import CounterExhausted, GroundArchive
 from ground.cli import main as ground_main
 from ground.client import CommandError, GroundClient
