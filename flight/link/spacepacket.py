@@ -99,7 +99,11 @@ class SequenceCounters:
     def __init__(self) -> None:
         self._next: dict[int, int] = {}
 
+    def peek(self, apid: int) -> int:
+        """The count the next packet of apid gets, without using it up."""
+        return self._next.get(apid, 0)
+
     def take(self, apid: int) -> int:
-        count = self._next.get(apid, 0)
+        count = self.peek(apid)
         self._next[apid] = (count + 1) % SEQ_COUNT_MODULO
         return count

@@ -90,11 +90,9 @@ class TmWriter:
         """The next packet to send and whether it is a rejection report; None when stopping."""
         with self._cond:
             while not self._stopping:
-                for name in PRIORITY:
+                for name in (*PRIORITY, REJECTIONS):
                     if self._queues[name]:
-                        return self._queues[name].popleft(), False
-                if self._queues[REJECTIONS]:
-                    return self._queues[REJECTIONS].popleft(), True
+                        return self._queues[name].popleft(), name == REJECTIONS
                 item, wait = self._bulk.poll(time.monotonic())
                 if item is not None:
                     return (*item, None), False
@@ -106,7 +104,9 @@ class TmWriter:
             (kind, fields, seal), rejection = next_item
             apid = self._codec.dictionary.packet(kind).apid
             try:
-                packet = self._codec.encode_tm(kind, fields, self._sequence.take(apid), seal=seal)
+                # peek, not take: a packet that is never written must leave no gap in its APID's
+                # count, or the ground would count a loss that did not happen
+                packet = self._codec.encode_tm(kind, fields, self._sequence.peek(apid), seal=seal)
             except (ValueError, KeyError) as exc:
                 log.error("dropping %s that cannot be encoded: %s", kind, exc)
                 self._telemetry.add("LINK_PACKETS_DROPPED")
@@ -117,6 +117,7 @@ class TmWriter:
                     self._telemetry.add("LINK_REJECTIONS_SUPPRESSED")
                     continue
                 self._telemetry.add("LINK_REJECTION_OCTETS", len(wire))
+            self._sequence.take(apid)
             try:
                 self._port.write(wire)
             except (serial.SerialException, OSError) as exc:
