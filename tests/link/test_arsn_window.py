@@ -81,6 +81,11 @@ def test_two_ground_processes_on_one_archive_never_share_an_arsn(tmp_path):
     assert sorted(taken) == list(range(1, 601))
 
 
+def commanding_client(relay, keys: Path, archive: Path) -> GroundClient:
+    """A ground session that only commands: no SACKs (a recovery key may send nothing else)."""
+    return GroundClient(relay.ground_path, keys=keys, archive=archive, sack_interval_s=None).connect()
+
+
 @pytest.fixture
 def recovery_keyfile(tmp_path: Path) -> Path:
     path = tmp_path / "recovery-keys.json"
@@ -104,15 +109,14 @@ def test_recovery_key_resynchronises_a_ground_that_lost_its_archive(relay, fligh
     finally:
         old.close()
     node_last = max(node_last, flight_with_recovery.service._replay.last(1))
-    fresh = GroundClient(relay.ground_path, keys=keyfile, archive=tmp_path / "new.sqlite", sack_interval_s=None).connect()
+    fresh = commanding_client(relay, keyfile, tmp_path / "new.sqlite")
     try:
         with pytest.raises(CommandError) as err:
             fresh.send_and_await_completion("LINK_PING", token=1, timeout=2)
         assert (err.value.response.reason, err.value.response.authenticated) == ("REPLAY", False)
     finally:
         fresh.close()
-    rescuer = GroundClient(relay.ground_path, keys=recovery_keyfile, archive=tmp_path / "new.sqlite",
-                           sack_interval_s=None).connect()
+    rescuer = commanding_client(relay, recovery_keyfile, tmp_path / "new.sqlite")
     try:
         data = rescuer.recover_arsn(1)
         rescuer.await_event("LINK_ARSN_SET", lambda e: e.args["spi"] == 1 and e.args["recovery_spi"] == 9)
@@ -130,8 +134,7 @@ def test_recovery_moves_down_only_when_allowed(relay, flight_with_recovery, tmp_
     ground = open_ground(relay, tmp_path, keyfile)
     ground.send_and_await_completion("CMD_NOOP")
     ground.close()
-    rescuer = GroundClient(relay.ground_path, keys=recovery_keyfile, archive=tmp_path / "ground.sqlite",
-                           sack_interval_s=None).connect()
+    rescuer = commanding_client(relay, recovery_keyfile, tmp_path / "ground.sqlite")
     try:
         up_only = rescuer.recover_arsn(1, last_arsn=0)
         assert up_only["last_arsn"] == up_only["previous"] > 0
@@ -153,8 +156,7 @@ def test_recovery_key_powers_are_confined(relay, flight_with_recovery, tmp_path,
         assert (err.value.response.reason, err.value.response.authenticated) == ("KEY_NOT_ALLOWED", True)
     finally:
         ground.close()
-    rescuer = GroundClient(relay.ground_path, keys=recovery_keyfile, archive=tmp_path / "r.sqlite",
-                           sack_interval_s=None).connect()
+    rescuer = commanding_client(relay, recovery_keyfile, tmp_path / "r.sqlite")
     try:
         challenge = rescuer.await_telemetry("LINK_RECOVERY_CHALLENGE").value
         with pytest.raises(CommandError) as err:
