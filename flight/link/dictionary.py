@@ -146,8 +146,9 @@ class ValueDef:
     max: float | None = None
     min_octets: int | None = None
     max_octets: int | None = None
-    optional: bool = False  # may be left out at the end of a body (fields added in a later version)
+    optional: bool = False  # may be left out at the end of a body or an argument list
     default: Any = None  # the value of an optional field that was left out
+    unit: str = ""
 
     def check(self, value: Any) -> None:
         if value is None:
@@ -192,6 +193,7 @@ class ChannelDef:
     unit: str
     description: str
     limits: dict[str, float] = field(default_factory=dict)
+    enum: str | None = None  # an integer channel whose values are this enum's
 
     def limit_state(self, value: Any) -> str:
         """'red', 'yellow' or 'nominal' for a value of this channel."""
@@ -225,23 +227,35 @@ class CommandDef:
     args: tuple[ValueDef, ...]
     recovery: bool  # only a recovery key may send it, and a recovery key may send nothing else
 
+    @property
+    def required_args(self) -> int:
+        return sum(1 for a in self.args if not a.optional)
+
     def check_args(self, values: list[Any]) -> dict[str, Any]:
-        """Validate positional argument values; return them by name. Raises ValueCheckError."""
-        if len(values) != len(self.args):
-            raise ValueCheckError(f"{self.name} takes {len(self.args)} arguments, got {len(values)}")
+        """Validate positional argument values (optional ones may be left off the end); return
+        them all by name, defaults filled in. Raises ValueCheckError."""
+        if not self.required_args <= len(values) <= len(self.args):
+            count = (f"{len(self.args)}" if self.required_args == len(self.args)
+                     else f"{self.required_args} to {len(self.args)}")
+            raise ValueCheckError(f"{self.name} takes {count} arguments, got {len(values)}")
         for arg, value in zip(self.args, values):
             arg.check(value)
-        return {arg.name: value for arg, value in zip(self.args, values)}
+        named = {arg.name: arg.default for arg in self.args}
+        named.update((arg.name, value) for arg, value in zip(self.args, values))
+        return named
 
     def order_args(self, named: dict[str, Any]) -> list[Any]:
-        """Named arguments from a client, in wire order, validated. Raises ValueCheckError."""
+        """Named arguments from a client, in wire order, validated; optional ones that were not
+        given, or are at their default, are left off the end. Raises ValueCheckError."""
         expected = [arg.name for arg in self.args]
         unknown = sorted(set(named) - set(expected))
-        missing = [name for name in expected if name not in named]
+        missing = [arg.name for arg in self.args if not arg.optional and arg.name not in named]
         if unknown or missing:
             raise ValueCheckError(f"{self.name}: unknown arguments {unknown}, missing {missing}")
-        values = [named[name] for name in expected]
+        values = [named.get(arg.name, arg.default) for arg in self.args]
         self.check_args(values)
+        while len(values) > self.required_args and values[-1] == self.args[len(values) - 1].default:
+            values.pop()
         return values
 
 
@@ -279,6 +293,15 @@ class SecurityDefaults:
     rejection_budget_octets_per_s: int  # downlink spent on reports about rejected uplink input
     rejection_burst_octets: int
     rejection_summary_period_s: int
+
+
+@dataclass(frozen=True)
+class ResultFormat:
+    """How a job's result is encoded for the downlink: compression of one msgpack map."""
+
+    description: str
+    compression: str
+    fields: tuple[ValueDef, ...]
 
 
 @dataclass(frozen=True)
@@ -326,7 +349,7 @@ class Dictionary:
             for p in raw["packets"]
         ]
         self.channels = [
-            ChannelDef(c["id"], c["name"], c["type"], c["unit"], c["description"], c.get("limits", {}))
+            ChannelDef(c["id"], c["name"], c["type"], c["unit"], c["description"], c.get("limits", {}), c.get("enum"))
             for c in raw["channels"]
         ]
         self.events = [
@@ -345,6 +368,9 @@ class Dictionary:
             )
             for c in raw["commands"]
         ]
+        result = raw["result"]
+        self.result = ResultFormat(result["description"], result["compression"],
+                                   tuple(_value_def(f, "result", FIELD_TYPES) for f in result["fields"]))
         self._check()
         self.packet_by_name = {p.name: p for p in self.packets}
         self.tm_by_apid = {p.apid: p for p in self.packets if not p.is_tc}
@@ -381,6 +407,15 @@ class Dictionary:
         for channel in self.channels:
             if channel.type not in ARG_TYPES:
                 raise DictionaryError(f"channel {channel.name}: type {channel.type!r} not one of {ARG_TYPES}")
+            if channel.enum is not None and channel.enum not in self.enums:
+                raise DictionaryError(f"channel {channel.name}: unknown enum {channel.enum!r}")
+        for command in self.commands:
+            optional = [a.optional for a in command.args]
+            if optional != sorted(optional):
+                raise DictionaryError(f"command {command.name}: optional arguments must come last")
+            for arg in command.args:
+                if arg.optional:
+                    arg.check(arg.default)
         for event in self.events:
             if event.severity not in SEVERITIES:
                 raise DictionaryError(f"event {event.name}: unknown severity {event.severity!r}")
@@ -392,6 +427,7 @@ class Dictionary:
         for where, values in (
             [(f"packet {p.name}", p.fields) for p in self.packets]
             + [(f"event {e.name}", e.args) for e in self.events]
+            + [(f"command {c.name}", c.args) for c in self.commands]
         ):
             for value in values:
                 if value.enum is not None and value.enum not in self.enums:

@@ -63,6 +63,11 @@ def _range(value: ValueDef) -> str:
     return ", ".join(parts) or "-"
 
 
+def _unit_default(value: ValueDef) -> str:
+    text = f", {value.unit}" if value.unit else ""
+    return text + (f"; optional, default {value.default!r}" if value.optional else "")
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
@@ -258,6 +263,14 @@ def render_icd(dictionary: Dictionary | None = None) -> str:
         "is split so that every packet fits: a token whose text alone does not fit is sent in pieces, the first "
         "with its id, the rest with no id and the same `first_index`, to be joined in arrival order.\n")
 
+    result = d.result
+    add("### Result content\n")
+    add(result.description + " Every key is present. A ground that cannot decompress or decode a result that "
+        "passed its MAC archives the octets as they came and reports it.\n")
+    add(_table(["key", "type", "unit", "description"],
+               [[f.name, f"`{f.type}`", f.unit or "-", f.description] for f in result.fields]))
+    add("")
+
     add("## 9. Enumerations\n")
     for enum in d.enums.values():
         add(f"### {enum.name}\n")
@@ -267,7 +280,8 @@ def render_icd(dictionary: Dictionary | None = None) -> str:
     add("## 10. Commands\n")
     add(_table(["opcode", "name", "hazardous", "key", "arguments (in order)", "description"], [
         [f"0x{c.opcode:04X}", c.name, "**yes**" if c.hazardous else "no", "recovery" if c.recovery else "operations",
-         "; ".join(f"`{a.name}` {_value_type(a)} ({_range(a)}): {a.description}" for a in c.args) or "none",
+         "; ".join(f"`{a.name}` {_value_type(a)} ({_range(a)}{_unit_default(a)}): {a.description}"
+                   for a in c.args) or "none",
          c.description]
         for c in d.commands]))
     add("\nHazardous commands are refused by the ground client unless explicitly confirmed, and by the flight "
@@ -277,7 +291,8 @@ def render_icd(dictionary: Dictionary | None = None) -> str:
     add("Sent in HK packets as `channels` map entries, keyed by id. Limits: a value above `red_high` or below "
         "`red_low` is red; above `yellow_high` or below `yellow_low`, yellow.\n")
     add(_table(["id", "name", "type", "unit", "limits", "description"],
-               [[c.id, c.name, f"`{c.type}`", c.unit or "-", _limits(c.limits), c.description] for c in d.channels]))
+               [[c.id, c.name, f"`{c.type}`" + (f" enum {c.enum}" if c.enum else ""), c.unit or "-", _limits(c.limits),
+                 c.description] for c in d.channels]))
     add("")
 
     add("## 12. Events\n")

@@ -55,7 +55,8 @@ class PlaceholderJobRunner:
         except sqlite3.Error as exc:
             raise CommandFailure("STORE_ERROR", f"job not stored: {exc}") from None
         if new:
-            self._service.emit_event("JOB_QUEUED", job_id=job.job_id, max_tokens=job.max_tokens)
+            self._service.emit_event("JOB_QUEUED", job_id=job.job_id, prompt_tokens=0, max_tokens=job.max_tokens,
+                                     priority=0)
             self._wake.set()
         return {"job_id": job.job_id, "new": new}
 
@@ -85,4 +86,5 @@ class PlaceholderJobRunner:
             self._service.emit_event("JOB_FAILED", job_id=job.job_id, detail=f"{type(exc).__name__}: {exc}"[:200])
             return
         self._completed += 1
-        self._service.emit_event("JOB_FINISHED", job_id=job.job_id, result_octets=len(result))
+        self._service.emit_event("JOB_FINISHED", job_id=job.job_id, stop_reason=1, tokens=len(tokens), joules=0.0,
+                                 result_octets=len(result))

@@ -20,7 +20,14 @@ def encode_tm_sample(codec: PacketCodec, kind: str, fields: dict[str, Any], seq_
 def samples(d: Dictionary) -> dict[str, dict[str, Any]]:
     hk = {}
     for i, channel in enumerate(d.channels):
-        hk[channel.id] = (i % 2 == 0) if channel.type == "bool" else (i * 977) % 60000
+        if channel.type == "bool":
+            hk[channel.id] = i % 2 == 0
+        elif channel.type in ("f32", "f64"):
+            hk[channel.id] = i * 977 / 7
+        elif channel.type.startswith("i"):
+            hk[channel.id] = -(i % 100)
+        else:
+            hk[channel.id] = (i * 977) % 60000 % (256 if channel.type == "u8" else 60000)
     return {
         "HK": {"channels": hk},
         "EVENT": {"event_id": d.event_by_name["CMD_FAILED"].id,

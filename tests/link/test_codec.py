@@ -10,7 +10,7 @@ from fastcrc import crc16
 from spacepackets.ccsds.spacepacket import PacketType, SpacePacketHeader
 
 from flight.link.codec import LinkError, PacketCodec
-from flight.link.dictionary import load_dictionary
+from flight.link.dictionary import ValueCheckError, load_dictionary
 from flight.link.framing import Deframer, frame
 from flight.link.keys import KeyRing
 from flight.link.onboard_time import CucTime
@@ -73,7 +73,19 @@ def test_command_arguments_come_back_by_name():
     tc = CODEC.authenticate_tc(packet, KEYS)
     command, args = CODEC.command_of(tc, CODEC.decode_tc_fields(tc))
     assert command.name == "JOB_SUBMIT"
-    assert args == {"job_id": 7, "max_tokens": 64, "prompt": "Why orbit?"}
+    assert args == {"job_id": 7, "max_tokens": 64, "prompt": "Why orbit?", "chat": False, "stream": False,
+                    "priority": 0, "deadline": 0, "temperature": 0, "top_k": 0, "top_p": 1, "seed": 0}
+
+
+def test_optional_arguments_travel_only_when_not_at_their_default():
+    submit = D.command_by_name["JOB_SUBMIT"]
+    assert submit.order_args({"job_id": 1, "max_tokens": 2, "prompt": "p"}) == [1, 2, "p"]
+    assert submit.order_args({"job_id": 1, "max_tokens": 2, "prompt": "p", "seed": 9}) == [1, 2, "p", False, False, 0, 0,
+                                                                                            0, 0, 1, 9]
+    with pytest.raises(ValueCheckError, match="takes 3 to 11 arguments"):
+        submit.check_args([1, 2])
+    with pytest.raises(ValueCheckError, match="priority"):
+        submit.check_args([1, 2, "p", False, False, 101])
 
 
 @pytest.mark.parametrize("kind", [p.name for p in D.packets])
