@@ -24,6 +24,7 @@ else:  # Python 3.10: the same parser, as a package
 from flight.executive.scheduler import (
     DEFAULT_AGING_PER_S, DEFAULT_HORIZON_MIN_S, DEFAULT_HYSTERESIS, MAX_BATCH, MAX_LEVELS, PowerLevel,
 )
+from flight.executive.cost_model import CONFIG_KEYS as COST_KEYS
 from flight.link.service import LinkConfig
 
 
@@ -93,6 +94,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, Check, str]]] = {
         "backend": ("sim", _choice("sim", "hil", "jetson"), "where power, battery, eclipse and temperatures come from"),
         "port": (None, _optional(_text), "serial device or URL of the hil backend"),
     },
+    # The cost model's keys (flight/executive/cost_model.py holds their defaults' sources).
+    "cost": {key: (default, _number(0.001, 1) if key == "duty_cycle" else _number(0.01, 100) if key == "lifetime_years"
+                   else _number(0, 1e12), meaning) for key, (default, meaning) in COST_KEYS.items()},
 }
 # The power levels (lowest first: watts and tokens/s increasing); for a Jetson, its nvpmodel modes.
 # The defaults are the Orin Nano Super's 7, 15 and 25 W modes; their tokens/s are rough guesses

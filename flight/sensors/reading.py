@@ -17,6 +17,7 @@ class SensorReading:
     battery_capacity_wh: float  # Wh
     solar_w: float  # input from the arrays now, W
     load_w: float  # everything the bus draws now (base load + compute), W
+    compute_w: float  # of that, what compute draws (measured; the sim's is what it was told), W
     in_eclipse: bool
     eclipse_entry_in_s: float  # s until the next eclipse entry (0 while in eclipse)
     eclipse_exit_in_s: float  # s until the next eclipse exit (from the coming eclipse if in sunlight)

@@ -92,6 +92,7 @@ class SimSensors:
             return SensorReading(
                 time_s=now, battery_wh=self._battery_wh, battery_capacity_wh=c.battery_capacity_wh,
                 solar_w=0.0 if in_eclipse else c.solar_w, load_w=c.base_load_w + self._compute_w,
+                compute_w=self._compute_w,
                 in_eclipse=in_eclipse, eclipse_entry_in_s=entry, eclipse_exit_in_s=exit_,
                 board_temperature_c=self._temperature_c)
 

@@ -39,11 +39,25 @@ CREATE TABLE IF NOT EXISTS results (
 );
 """
 # Columns added after the first release, so a store written by it opens and keeps its data.
-# Results stored before carry no MAC; the link service signs them when it starts.
+# Results stored before carry no MAC; the link service signs them when it starts. Jobs stored
+# before the job arguments existed run with the defaults (greedy, no chat, no deadline).
 _ADDED_COLUMNS = (
     ("jobs", "spi", "INTEGER NOT NULL DEFAULT 0"),
     ("results", "spi", "INTEGER NOT NULL DEFAULT 0"),
     ("results", "mac", "BLOB NOT NULL DEFAULT X''"),
+    ("jobs", "chat", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "stream", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "priority", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "deadline", "REAL NOT NULL DEFAULT 0"),
+    ("jobs", "temperature", "REAL NOT NULL DEFAULT 0"),
+    ("jobs", "top_k", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "top_p", "REAL NOT NULL DEFAULT 1"),
+    ("jobs", "seed", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "prompt_ids", "BLOB NOT NULL DEFAULT X''"),
+    ("job_progress", "joules", "REAL NOT NULL DEFAULT 0"),
+    ("job_progress", "compute_s", "REAL NOT NULL DEFAULT 0"),
+    ("job_progress", "preemptions", "INTEGER NOT NULL DEFAULT 0"),
+    ("job_progress", "restarts", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 

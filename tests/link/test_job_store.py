@@ -2,7 +2,7 @@
 (tokens and RNG state for exact resume) committed and read back across a reopen."""
 import pytest
 
-from flight.store.job_store import DuplicateJobError, Job, JobStore
+from flight.store.job_store import Progress, DuplicateJobError, Job, JobStore
 from flight.store.onboard_db import OnboardDb
 
 
@@ -27,7 +27,7 @@ def test_progress_round_trips_and_survives_a_reopen(tmp_path, tokens, state):
     jobs.save_progress(7, [5], 99)
     jobs.save_progress(7, tokens, state)  # the latest save wins
     db.close()
-    assert JobStore(OnboardDb(path)).progress(7) == (tokens, state)
+    assert JobStore(OnboardDb(path)).progress(7) == Progress(tokens, state)
 
 
 @pytest.mark.parametrize("state", [-1, 2**64])
