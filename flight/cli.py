@@ -1,5 +1,7 @@
 """`flight`: the onboard command line.
 
+    flight run --port DEV|URL --keys FILE --data-dir DIR [--baud N] [--config FILE] [--model PATH]
+               [--threads N] [--sensors sim|hil|jetson] [--sensor-port DEV|URL] [--log-level L]
     flight generate --prompt TEXT [--model PATH] [--max-tokens N] [--temperature T] [--top-k K]
                     [--top-p P] [--seed S] [--threads N] [--n-ctx N] [--chat] [--system TEXT]
                     [--json]
@@ -11,9 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
+import signal
 import sys
+import threading
+import time
 
-from flight.link.cli_support import EXIT_FAILURE, OneLineParser
+from flight.link.cli_support import EXIT_FAILURE, EXIT_USAGE, OneLineParser, baud_rate, configure_logging, log_level
+
+STOP_TIMEOUT_S = 5.0  # SIGTERM to exit, the issue's bound
+WATCHDOG_PERIOD_S = 1.0
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
@@ -68,10 +78,90 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the node: link, executive, engine and sensors, until SIGTERM or SIGINT")
+    p.add_argument("--port", required=True, help="serial device or pyserial URL of the radio")
+    p.add_argument("--keys", required=True, action="append", metavar="FILE",
+                   help="key file (mode 0600); give it again for more, e.g. the offline recovery key file")
+    p.add_argument("--data-dir", required=True, help="directory of the onboard database (must exist)")
+    p.add_argument("--baud", type=baud_rate, help="line rate (default: config, else 115200)")
+    p.add_argument("--config", help="TOML configuration (flight/node.example.toml lists every key)")
+    p.add_argument("--model", help="llama GGUF file (default: config, else the packaged SmolLM2-135M Q4_1)")
+    p.add_argument("--threads", type=int, help="engine threads (default: config, else cores - 1)")
+    p.add_argument("--sensors", choices=("sim", "hil", "jetson"), help="sensor backend (default: config, else sim)")
+    p.add_argument("--sensor-port", help="serial device or URL of the hil sensor backend")
+    p.add_argument("--log-level", type=log_level, default="INFO", help="debug, info, warning, error or critical")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from flight.config import ConfigError, load_config
+    from flight.node import Node, NodeStartError
+
+    prog = "flight run"
+    configure_logging(args.log_level)
+    overrides: dict[str, dict[str, object]] = {"link": {"port": args.port}}
+    for section, key, value in (("link", "baud", args.baud), ("engine", "model", args.model),
+                                ("engine", "threads", args.threads), ("sensors", "backend", args.sensors),
+                                ("sensors", "port", args.sensor_port)):
+        if value is not None:
+            overrides.setdefault(section, {})[key] = value
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    notify = _SystemdNotifier()
+    try:
+        node = Node(config, args.keys, args.data_dir, on_tick=notify.watchdog)
+        node.start()
+    except NodeStartError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    notify.send("READY=1")
+    logging.getLogger("flight.node").info("node running: port %s, data %s", args.port, args.data_dir)
+    stop.wait()
+    notify.send("STOPPING=1")
+    # A stop that hangs (a wedged port, a disk gone) must not keep the process: the bound is hard.
+    deadline = threading.Timer(STOP_TIMEOUT_S, lambda: os._exit(EXIT_FAILURE))
+    deadline.daemon = True
+    deadline.start()
+    node.stop()
+    return 0
+
+
+class _SystemdNotifier:
+    """sd_notify READY/WATCHDOG/STOPPING when NOTIFY_SOCKET is set (systemd Type=notify with
+    WatchdogSec=); nothing otherwise. The watchdog is fed from the main loop's tick, so a wedged
+    loop stops feeding it and systemd restarts the node."""
+
+    def __init__(self) -> None:
+        self._notifier = None
+        self._last = 0.0
+        if os.environ.get("NOTIFY_SOCKET"):
+            import sdnotify
+
+            self._notifier = sdnotify.SystemdNotifier()
+
+    def send(self, state: str) -> None:
+        if self._notifier is not None:
+            self._notifier.notify(state)
+
+    def watchdog(self) -> None:
+        now = time.monotonic()
+        if self._notifier is not None and now - self._last >= WATCHDOG_PERIOD_S:
+            self._last = now
+            self._notifier.notify("WATCHDOG=1")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="flight", description="tokensat onboard software")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     _add_generate(sub)
+    _add_run(sub)
     return parser
 
 

@@ -1,7 +1,8 @@
 """The ground archive: SQLite file holding what the ground must not forget across restarts.
 
 - the last ARSN used per SPI, so a restarted ground never reuses one (the flight would refuse it);
-- the last job id handed out, and the jobs submitted;
+- the last job id handed out, and the jobs submitted with their options (JOB_SUBMIT's optional
+  arguments, as sent: chat, stream, priority, deadline in onboard time, sampling);
 - result segments received, and results reassembled from them (each job's result at most once);
 - the event log.
 
@@ -9,13 +10,19 @@ ARSNs come from the persisted counter alone, allocated in one SQLite write trans
 ground processes sharing an archive never use the same one. Not from the clock: a clock far in
 the future would push the node's counter out of reach (the node now also refuses a jump beyond
 its anti-replay window). A ground that lost its archive resynchronises with `ground recover`.
-Job ids are floored by the clock (seconds since 1970) so a fresh archive does not reuse old ids.
+Job ids come from a persisted counter the same way (two ground processes never hand out the same
+one), floored by the clock (seconds since 1970) so a fresh archive does not reuse old ids.
+
+Columns added after the first release are added to an archive written before them when it is
+opened for writing (_ADDED_COLUMNS), so it keeps its data; a reader (create=False) changes nothing.
 """
 from __future__ import annotations
 
 import os
 import sqlite3
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from flight.store.sqlite_db import SqliteDb
 
@@ -33,6 +40,21 @@ CREATE TABLE IF NOT EXISTS results (job_id INTEGER PRIMARY KEY, data BLOB NOT NU
 CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, received REAL NOT NULL, onboard_time REAL NOT NULL,
                                    name TEXT NOT NULL, severity TEXT NOT NULL, message TEXT NOT NULL);
 """
+# Columns added after the first release: (table, column, declaration). Jobs recorded before the
+# JOB_SUBMIT options existed were submitted with the defaults, which is what they read as.
+_ADDED_COLUMNS = (
+    ("jobs", "chat", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "stream", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "priority", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "deadline", "REAL NOT NULL DEFAULT 0"),
+    ("jobs", "temperature", "REAL NOT NULL DEFAULT 0"),
+    ("jobs", "top_k", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "top_p", "REAL NOT NULL DEFAULT 1"),
+    ("jobs", "seed", "INTEGER NOT NULL DEFAULT 0"),
+)
+# The JOB_SUBMIT options the jobs table records, in its column order; bool ones are stored as 0/1.
+JOB_OPTIONS = tuple(column for table, column, _ in _ADDED_COLUMNS if table == "jobs")
+_BOOL_OPTIONS = ("chat", "stream")
 _U32 = (1 << 32) - 1
 
 
@@ -59,6 +81,18 @@ class GroundArchive(SqliteDb):
         if not {"counters", "results", "segments"} <= tables:
             self.close()
             raise ArchiveError(f"{where} is not a ground archive (no archive tables in it)")
+        if create:
+            try:
+                self._add_columns()
+            except sqlite3.Error as exc:  # read-only file, locked beyond the timeout
+                self.close()
+                raise ArchiveError(f"cannot upgrade archive {where}: {exc}") from None
+
+    def _add_columns(self) -> None:
+        with self.transaction() as conn:
+            for table, column, declaration in _ADDED_COLUMNS:
+                if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def _next(self, name: str, floor: int, top: int) -> int:
         with self.transaction() as conn:
@@ -86,11 +120,35 @@ class GroundArchive(SqliteDb):
             _store_counter(conn, f"arsn:{spi}", last)
 
     def next_job_id(self) -> int:
+        """A job id no other user of this archive (thread or process) ever gets, committed before
+        it is used."""
         return self._next("job_id", int(time.time()), _U32)
 
-    def record_job(self, job_id: int, prompt: str, max_tokens: int) -> None:
+    def record_job(self, job_id: int, prompt: str, max_tokens: int, options: Mapping[str, Any] | None = None) -> None:
+        """Record a submitted job with its JOB_SUBMIT options (names in JOB_OPTIONS; one not
+        given is at its default). A job id recorded already keeps its first record."""
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(JOB_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown job options {unknown}")
+        columns = ("job_id", "prompt", "max_tokens", "submitted", *options)
+        values = (job_id, prompt, max_tokens, time.time(),
+                  *(int(v) if name in _BOOL_OPTIONS else v for name, v in options.items()))
         with self.transaction() as conn:
-            conn.execute("INSERT OR IGNORE INTO jobs VALUES (?, ?, ?, ?)", (job_id, prompt, max_tokens, time.time()))
+            conn.execute(f"INSERT OR IGNORE INTO jobs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                         values)
+
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        """A recorded job: job_id, prompt, max_tokens, submitted (ground Unix time) and every
+        option in JOB_OPTIONS; None if this archive has no record of it."""
+        names = ("job_id", "prompt", "max_tokens", "submitted", *JOB_OPTIONS)
+        rows = self.query(f"SELECT {', '.join(names)} FROM jobs WHERE job_id = ?", (job_id,))
+        if not rows:
+            return None
+        job = dict(zip(names, rows[0]))
+        for name in _BOOL_OPTIONS:
+            job[name] = bool(job[name])
+        return job
 
     def first_segment_meta(self, job_id: int) -> tuple[int, int, int] | None:
         """(segment_count, result_octets, result_crc32) of the segments held for job_id."""

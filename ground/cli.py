@@ -3,14 +3,17 @@
     ground keygen --out link-keys.json
     ground send LINK_PING token=7 --port /dev/ttyUSB0 --keys link-keys.json
     ground monitor --duration 30
-    ground submit --prompt "Why orbit?" --max-tokens 64
+    ground submit --prompt "Why orbit?" --max-tokens 64 --stream   # wait, print the text, then a summary
+    ground submit --prompt "Why orbit?" --chat --priority 5 --deadline 3600 --no-wait --json
+    ground cancel 1700000123
     ground collect --duration 600        # stay in contact, acknowledge and archive results
-    ground results
+    ground results --json                # one JSON object per archived result
     ground recover --keys recovery-keys.json --target-spi 1   # resynchronise an anti-replay counter
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sqlite3
@@ -24,6 +27,7 @@ from flight.link.cli_support import (
     EXIT_FAILURE, MAX_LINK_TIMER_S, OneLineParser, baud_rate, seconds, serial_error,
 )
 from flight.link.dictionary import CommandDef, ValueCheckError, load_dictionary
+from flight.link.job_result import ResultDecodeError, decode_result
 from flight.link.keys import OPERATIONS, ROLES, KeyFileError, write_new_key_file
 from ground.archive import ArchiveError, GroundArchive
 from ground.client import CommandError, GroundClient
@@ -32,6 +36,9 @@ from ground.client import CommandError, GroundClient
 # (without --duration they run until interrupted): larger values are typing errors.
 MAX_TIMEOUT_S = 24 * 3600.0
 MAX_DURATION_S = 366 * 24 * 3600.0
+# How long `submit --deadline` waits for a first TM packet to learn the onboard clock before it
+# takes the local clock instead (three of the node's default housekeeping periods).
+ONBOARD_CLOCK_WAIT_S = 3.0
 
 
 def _connection_options(parser: argparse.ArgumentParser) -> None:
@@ -63,12 +70,30 @@ def _parser() -> argparse.ArgumentParser:
     submit = sub.add_parser("submit", help="submit a job and wait for its result")
     submit.add_argument("--prompt", required=True)
     submit.add_argument("--max-tokens", type=int, default=64)
-    submit.add_argument("--timeout", type=seconds(MAX_TIMEOUT_S), default=120.0)
+    submit.add_argument("--chat", action="store_true", help="apply the model's chat template (a user turn)")
+    submit.add_argument("--stream", action="store_true",
+                        help="have the node stream tokens (JOB_TOKENS) and print them as they arrive")
+    submit.add_argument("--temperature", type=float, help="sampling temperature, 0..5 (node default 0: greedy)")
+    submit.add_argument("--top-k", type=int, help="keep the k most likely tokens (node default 0: off)")
+    submit.add_argument("--top-p", type=float, help="nucleus sampling mass, 0.0001..1 (node default 1: off)")
+    submit.add_argument("--seed", type=int, help="sampler seed (node default 0)")
+    submit.add_argument("--priority", type=int, help="-100..100, higher runs first (node default 0)")
+    submit.add_argument("--deadline", type=seconds(MAX_DURATION_S), metavar="SECONDS",
+                        help="due this many seconds from now, on the node's clock (default: no deadline)")
+    submit.add_argument("--no-wait", action="store_true", help="print the job id once the node has stored the job")
+    submit.add_argument("--json", action="store_true", help="print one JSON object and nothing else on stdout")
+    submit.add_argument("--timeout", type=seconds(MAX_TIMEOUT_S), default=120.0,
+                        help="seconds to wait for the result")
+    cancel = sub.add_parser("cancel", help="cancel a queued or running job (its result still comes)")
+    cancel.add_argument("job_id", type=int, metavar="JOB_ID")
+    cancel.add_argument("--json", action="store_true", help="print one JSON object")
+    cancel.add_argument("--timeout", type=seconds(MAX_TIMEOUT_S), default=10.0)
     collect = sub.add_parser("collect", help="stay in contact and archive results as they arrive")
     collect.add_argument("--duration", type=seconds(MAX_DURATION_S), default=math.inf,
                          help="seconds (default: until interrupted)")
     results = sub.add_parser("results", help="print the results in the archive")
     results.add_argument("--archive", default="ground-archive.sqlite")
+    results.add_argument("--json", action="store_true", help="one JSON object per line per result")
     recover = sub.add_parser("recover", help="resynchronise the node's anti-replay counter of an operations key, "
                                              "with the offline recovery key (--keys)")
     recover.add_argument("--target-spi", type=int, required=True, help="the operations key whose counter to set")
@@ -77,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     recover.add_argument("--allow-lower", action="store_true",
                          help="let the counter move down: packets sent with the ARSNs in between can be replayed")
     recover.add_argument("--timeout", type=seconds(MAX_TIMEOUT_S), default=10.0)
-    for name in ("send", "monitor", "submit", "collect", "recover"):
+    for name in ("send", "monitor", "submit", "cancel", "collect", "recover"):
         _connection_options(sub.choices[name])
     return parser
 
@@ -145,11 +170,88 @@ def _monitor(args: argparse.Namespace) -> int:
     return 0
 
 
+# JOB_SUBMIT's optional arguments as `ground submit` options (None: not given, the node's default).
+_SUBMIT_OPTIONS = ("chat", "stream", "priority", "temperature", "top_k", "top_p", "seed")
+
+
 def _submit(args: argparse.Namespace) -> int:
+    options = {name: getattr(args, name) for name in _SUBMIT_OPTIONS
+               if getattr(args, name) is not None and getattr(args, name) is not False}
+    # Checked here, before the port or the archive is touched (the deadline is checked once known).
+    load_dictionary().command_by_name["JOB_SUBMIT"].order_args(
+        {"job_id": 1, "max_tokens": args.max_tokens, "prompt": args.prompt, **options})
     with _client(args) as client:
-        job_id = client.submit_job(args.prompt, args.max_tokens)
-        print(f"job {job_id} stored onboard", file=sys.stderr, flush=True)
-        print(client.await_result(job_id, timeout=args.timeout).decode("utf-8", "replace"))
+        if args.deadline is not None:
+            now = client.onboard_time(wait=min(ONBOARD_CLOCK_WAIT_S, args.timeout))
+            if not client.onboard_clock_known:
+                print("ground: no packet from the node yet; the deadline is counted on the local clock",
+                      file=sys.stderr, flush=True)
+            options["deadline"] = now + args.deadline
+        since = client.history_index()
+        job_id = client.submit_job(args.prompt, args.max_tokens, **options)
+        if args.no_wait:
+            print(json.dumps({"job_id": job_id}) if args.json else job_id, flush=True)
+            return 0
+        streaming = args.stream and not args.json
+        if not args.json:
+            print(f"job {job_id} stored onboard", file=sys.stderr, flush=True)
+        streamed: list[str] = []
+
+        def show(text: str) -> None:
+            streamed.append(text)
+            print(text, end="", flush=True)
+
+        try:
+            data = client.await_result(job_id, timeout=args.timeout, on_tokens=show if streaming else None,
+                                       since=since)
+        except TimeoutError as exc:
+            if streaming:
+                print(flush=True)
+            raise TimeoutError(f"{exc}; the job is stored onboard: `ground collect` archives its result "
+                               "when it comes") from None
+    if streaming:
+        print(flush=True)
+    try:
+        result = _decoded(job_id, data)
+    except ResultDecodeError as exc:
+        raise ValueError(f"job {job_id}: the result is archived as it came but {exc}") from None
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    if streaming:
+        if "".join(streamed) != result["text"]:
+            print(f"ground: the stream of job {job_id} arrived incomplete or out of order; the result's text is "
+                  "in `ground results`", file=sys.stderr)
+    else:
+        print(result["text"])
+    print(_summary(result), file=sys.stderr)
+    return 0
+
+
+def _decoded(job_id: int, data: bytes) -> dict[str, Any]:
+    """job_id, the result's fields and token_count; ResultDecodeError if data is not this job's result."""
+    fields = decode_result(data)
+    if fields["job_id"] != job_id:
+        raise ResultDecodeError(f"result names job {fields['job_id']}")
+    return {**fields, "token_count": len(fields["tokens"])}
+
+
+def _summary(result: dict[str, Any]) -> str:
+    return (f"job {result['job_id']}: {result['token_count']} tokens, stop {result['stop_reason']}, "
+            f"{result['tokens_per_s']:.3g} tok/s, {result['joules_per_token']:.3g} J/token, "
+            f"${result['usd_per_token']:.3g}/token ({result['joules']:.3g} J, ${result['cost_usd']:.3g})")
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    load_dictionary().command_by_name["JOB_CANCEL"].order_args({"job_id": args.job_id})
+    with _client(args) as client:
+        response = client.cancel_job(args.job_id, timeout=args.timeout)
+    data = response.data if isinstance(response.data, dict) else {}
+    if args.json:
+        print(json.dumps({"job_id": args.job_id, "status": response.status, **data}, default=str))
+    else:
+        done = f" after {data['tokens_done']} tokens" if isinstance(data.get("tokens_done"), int) else ""
+        print(f"job {args.job_id} cancelled{done}; its result follows as any other")
     return 0
 
 
@@ -180,16 +282,32 @@ def _recover(args: argparse.Namespace) -> int:
 
 def _results(args: argparse.Namespace) -> int:
     archive = GroundArchive(args.archive, create=False)  # a reader: a wrong path must not leave a new archive
-    for job_id, data in archive.results().items():
-        print(f"--- job {job_id} ({len(data)} octets)\n{data.decode('utf-8', 'replace')}")
-    archive.close()
+    try:
+        results = archive.results()
+    finally:
+        archive.close()
+    for job_id, data in results.items():
+        try:
+            result = _decoded(job_id, data)
+        except ResultDecodeError as exc:
+            # archived before results were encoded so, or broken: shown as well as it can be
+            text = data.decode("utf-8", "replace")
+            if args.json:
+                print(json.dumps({"job_id": job_id, "error": str(exc), "text": text}), flush=True)
+            else:
+                print(f"--- job {job_id} ({len(data)} octets, not a decodable result: {exc})\n{text}", flush=True)
+            continue
+        if args.json:
+            print(json.dumps(result), flush=True)
+        else:
+            print(f"--- {_summary(result)}\n{result['text']}", flush=True)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    actions = {"send": _send, "monitor": _monitor, "submit": _submit, "collect": _collect, "results": _results,
-               "recover": _recover}
+    actions = {"send": _send, "monitor": _monitor, "submit": _submit, "cancel": _cancel, "collect": _collect,
+               "results": _results, "recover": _recover}
     try:
         if args.action == "keygen":
             write_new_key_file(args.out, args.spi, args.role)

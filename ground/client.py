@@ -6,8 +6,9 @@ In the spirit of F Prime's integration-test API:
         gc.send_and_await_completion("LINK_PING", token=7)
         gc.await_telemetry("LINK_CONTACT", lambda v: v is True, timeout=10)
         gc.await_event("CMD_NOOP_RECEIVED", timeout=5)
-        job = gc.submit_job("Why run inference in orbit?", max_tokens=64)
-        text = gc.await_result(job, timeout=60)
+        job = gc.submit_job("Why run inference in orbit?", max_tokens=64, stream=True,
+                            deadline=gc.onboard_time() + 600)
+        result = decode_result(gc.await_result(job, timeout=60))  # flight.link.job_result
 
 Everything received is kept in a history that the await_* calls search (from the last
 clear_histories(), or from a given index) until a match or the timeout. Result segments are
@@ -22,6 +23,11 @@ anyone can send one for any ARSN, so it is reported only if no authenticated res
 before the timeout, and then marked as such.
 
 ARSNs come from the archive's persisted counter per SPI, never from a clock or from telemetry.
+
+The onboard clock, as the ground knows it (onboard_time): the CUC time of the latest TM packet
+received plus the time elapsed here since it arrived; the local UTC clock until a packet has
+arrived. The downlink's own delay is not counted, and TM times are not authenticated (except a
+CMD_RESPONSE's), so it is an estimate for scheduling (JOB_SUBMIT deadlines), not a time source.
 """
 from __future__ import annotations
 
@@ -143,6 +149,7 @@ class GroundClient:
         self._next_index = 0
         self._search_floor = 0
         self._completed: set[int] = set()
+        self._onboard_clock: tuple[float, float] | None = None  # (latest TM onboard time, monotonic on arrival)
         self._tokens: dict[int, dict[tuple[int, str], int]] = {}  # job -> (first_index, text) -> arrival
         self._sent: OrderedDict[tuple[int, int], bytes] = OrderedDict()  # (spi, arsn) -> the command's MAC
         self._cond = threading.Condition()
@@ -340,6 +347,16 @@ class GroundClient:
 
         return self._wait(match, timeout, since, f"telemetry {channel}")
 
+    def latest_housekeeping(self) -> dict[str, Any]:
+        """The channels of the latest HK packet received, by name ({} before the first)."""
+        with self._cond:
+            for item in reversed(self._history):
+                if item.packet.name == "HK":
+                    by_id = self.dictionary.channel_by_id
+                    return {by_id[cid].name: value for cid, value in item.packet.fields["channels"].items()
+                            if cid in by_id}
+        return {}
+
     def await_event(self, name: str, predicate: Callable[[EventRecord], bool] | None = None, timeout: float = 10.0,
                     since: int | None = None) -> EventRecord:
         definition = self.dictionary.event_by_name[name]
@@ -377,18 +394,31 @@ class GroundClient:
 
     # --- jobs ----------------------------------------------------------------------------------
     def submit_job(self, prompt: str, max_tokens: int, *, job_id: int | None = None, timeout: float = 10.0,
-                   attempts: int = 3) -> int:
-        """Submit a job and wait until the flight has stored it; returns its job id. Resubmission
-        with the same id is idempotent onboard, so a lost response (or a command the radio
-        reordered behind a newer ARSN, NACKed as REPLAY) is simply retried."""
+                   attempts: int = 3, chat: bool = False, stream: bool = False, priority: int = 0,
+                   deadline: float = 0.0, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+                   seed: int = 0) -> int:
+        """Submit a job and wait until the flight has stored it; returns its job id (allocated
+        from the archive unless given). The options are JOB_SUBMIT's optional arguments (ICD
+        section 10); deadline is onboard time in s since 1970 (onboard_time() + a delay), 0 for
+        none. Only options away from their defaults go on the wire. Everything is checked
+        (ValueCheckError) before anything is recorded or sent; the job and its options are
+        recorded in the archive before the first attempt.
+
+        Resubmission with the same id is idempotent onboard, so a lost response (or a command the
+        radio reordered behind a newer ARSN, NACKed as REPLAY) is simply retried. A FAILED
+        completion (CONTEXT_OVERFLOW, DUPLICATE_JOB, ...) raises CommandError at once."""
+        command = self.dictionary.command_by_name["JOB_SUBMIT"]
+        given = {"chat": chat, "stream": stream, "priority": priority, "deadline": deadline,
+                 "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+        defaults = {arg.name: arg.default for arg in command.args if arg.optional}
+        options = {name: value for name, value in given.items() if value != defaults[name]}
+        args = {"max_tokens": max_tokens, "prompt": prompt, **options}
+        command.order_args({"job_id": 1 if job_id is None else job_id, **args})  # checked before an id is used
         job_id = self.archive.next_job_id() if job_id is None else job_id
-        self.dictionary.command_by_name["JOB_SUBMIT"].order_args(
-            {"job_id": job_id, "max_tokens": max_tokens, "prompt": prompt})
-        self.archive.record_job(job_id, prompt, max_tokens)
+        self.archive.record_job(job_id, prompt, max_tokens, options)
         for attempt in range(1, attempts + 1):
             try:
-                self.send_and_await_completion("JOB_SUBMIT", timeout=timeout, job_id=job_id, max_tokens=max_tokens,
-                                               prompt=prompt)
+                self.send_and_await_completion("JOB_SUBMIT", timeout=timeout, job_id=job_id, **args)
                 return job_id
             except TimeoutError:
                 if attempt == attempts:
@@ -401,21 +431,77 @@ class GroundClient:
             log.warning("JOB_SUBMIT %d: no completion (attempt %d of %d), resubmitting", job_id, attempt, attempts)
         raise ValueError("attempts must be at least 1")
 
-    def await_result(self, job_id: int, timeout: float = 60.0) -> bytes:
+    def cancel_job(self, job_id: int, *, timeout: float = 10.0) -> CommandResponse:
+        """Send JOB_CANCEL and wait for its completion; CommandError (reason UNKNOWN_JOB,
+        JOB_ENDED, ...) unless it COMPLETED. The cancelled job's result still comes, as any other."""
+        return self.send_and_await_completion("JOB_CANCEL", timeout=timeout, job_id=job_id)
+
+    def await_result(self, job_id: int, timeout: float = 60.0, *, on_tokens: Callable[[str], object] | None = None,
+                     since: int | None = None) -> bytes:
+        """The job's archived result octets (as the flight sent them: flight.link.job_result
+        decodes them), waiting up to timeout for them to arrive.
+
+        on_tokens: called (outside every lock, in this thread) with the text of each new JOB_TOKENS
+        chunk of the job received from history index since (default: now) until the result is
+        archived, in arrival order; duplicates the radio made are passed once. Best-effort, as
+        the stream is: chunks lost or reordered on the way stay lost or out of order."""
         deadline = time.monotonic() + timeout
-        stored = self.archive.result(job_id)
-        if stored is not None:
-            return stored
-        with self._cond:
-            while job_id not in self._completed:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"no result for job {job_id} within {timeout} s")
-                self._cond.wait(remaining)
-        return self.archive.result(job_id)  # type: ignore[return-value]
+        index = self.history_index() if since is None else since
+        seen: set[tuple[int, str]] = set()
+        while True:
+            stored = self.archive.result(job_id)
+            pieces: list[str] = []
+            with self._cond:
+                if on_tokens is not None:
+                    index = self._new_token_chunks(job_id, index, seen, pieces)
+                if stored is None and not pieces and job_id not in self._completed:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(f"no result for job {job_id} within {timeout} s")
+                    self._cond.wait(remaining)
+                    continue
+            for text in pieces:
+                on_tokens(text)  # type: ignore[misc]
+            if stored is not None and not pieces:
+                return stored
+
+    def _new_token_chunks(self, job_id: int, index: int, seen: set[tuple[int, str]], out: list[str]) -> int:
+        """Append to out the text of JOB_TOKENS chunks of job_id from history index on that are
+        not in seen; return the index to continue from. Called with self._cond held."""
+        oldest = self._next_index - len(self._history)
+        for position in range(max(index, oldest) - oldest, len(self._history)):
+            item = self._history[position]
+            fields = item.packet.fields
+            if item.packet.name == "JOB_TOKENS" and fields["job_id"] == job_id:
+                key = (fields["first_index"], fields["text"])
+                if key not in seen:
+                    seen.add(key)
+                    out.append(fields["text"])
+        return self._next_index
 
     def results(self) -> dict[int, bytes]:
         return self.archive.results()
+
+    def onboard_time(self, wait: float = 0.0) -> float:
+        """The node's clock now (s since 1970 UTC) as far as the ground knows it: the onboard
+        (CUC) time of the latest TM packet received plus the time elapsed since it arrived,
+        waiting up to `wait` s for a first packet; the local UTC clock if none has arrived.
+        See onboard_clock_known."""
+        deadline = time.monotonic() + wait
+        with self._cond:
+            while self._onboard_clock is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return time.time()
+                self._cond.wait(remaining)
+            onboard, arrived = self._onboard_clock
+        return onboard + (time.monotonic() - arrived)
+
+    @property
+    def onboard_clock_known(self) -> bool:
+        """True once a TM packet has told the onboard time (onboard_time is then not the local clock)."""
+        with self._cond:
+            return self._onboard_clock is not None
 
     def streamed_text(self, job_id: int) -> str:
         """The token stream received so far for a job (best-effort; gaps where chunks were lost).
@@ -461,6 +547,7 @@ class GroundClient:
             if packet.name == "JOB_TOKENS":
                 chunks = self._tokens.setdefault(packet.fields["job_id"], {})
                 chunks.setdefault((packet.fields["first_index"], packet.fields["text"]), self._next_index)
+            self._onboard_clock = (packet.time.to_unix(), time.monotonic())
             self._history.append(Received(self._next_index, time.time(), packet))
             self._next_index += 1
             self._cond.notify_all()

@@ -6,7 +6,7 @@ ground; a fault in it (a bad memory access, a deadlocked thread barrier, an allo
 never returns) would otherwise take the executive, the link and the stores down with it. In its
 own process it can only take itself down: the supervisor sees it die or fall silent, kills it
 with SIGKILL (which works whatever state it is in, stopped included), starts a new one and
-resumes the job exactly (see below). A subprocess started with `sys.executable -m`, not a fork,
+resumes its jobs exactly (see below). A subprocess started with `sys.executable -m`, not a fork,
 so the child holds none of the parent's threads, locks or open files.
 
 Protocol. Both directions are a stream of msgpack maps (self-delimiting, so no length prefix
@@ -16,34 +16,54 @@ goes to stderr (fd 1 is moved away from the protocol at start-up, so a stray pri
 library cannot corrupt the stream).
 
   requests                                            replies
-  load {path, threads, n_ctx, n_batch, simd}     ->   loaded {pid, n_ctx, threads, simd,
-                                                        vocab, eos_ids, resident_bytes}
+  load {path, threads, n_ctx, n_batch, simd}     ->   loaded {pid, n_ctx, n_batch, threads,
+                                                        simd, vocab, eos_ids, resident_bytes}
                                                       | error {job: None, msg}, then exit 1
   generate {job, prompt | prompt_ids, max_tokens, ->  token {job, i, tok, piece, rng} per token
             temperature, top_k, top_p, seed,          done {job, tokens, text, stop, rng,
             resume_tokens, rng_state}                       n_resumed, stats}
                                                       | error {job, msg}
-  stop {job}     stop that job at its next token boundary (or before it starts)
-  ping {}        -> pong {}, answered even mid-generation
-  exit {}        stop the current job (its done still goes out), drop queued ones, exit 0
-  (any time)     heartbeat {busy, job, n}: every HEARTBEAT_S from its own thread
+  stop {job}     the job leaves the batch at the next step boundary (or is dropped from the
+                 queue): its done goes out with stop "request" and its tokens and rng so far
+  rate {tokens_per_s}  cap the batch's aggregate decode rate (None or 0: uncapped)
+  tokenize {req, text, chat, system}         ->   tokenized {req, ids} | error {req, msg}
+  ping {}        -> pong {}
+  exit {}        stop every job, batched or queued (each one's done still goes out), exit 0
+  (any time)     heartbeat {busy, jobs, n}: every HEARTBEAT_S from its own thread
 
-"load" must come first and comes once; generate requests queue and run one at a time. Every
-reply about a job names it, so a batch mode (several jobs joined into one BatchDecoder, their
-tokens interleaved on the stream) needs no new message types.
+"load" must come first and comes once. Every reply about a job names it; the tokens of the
+jobs in the batch arrive interleaved. stop, rate, tokenize and ping are answered by the thread
+that reads the requests, at once: they never wait for a step, a prefill or the pacing.
+
+Batch. The main thread runs one BatchDecoder over up to n_batch jobs. A generate request joins
+the batch at the next step boundary if a slot is free, else waits in the child's queue, in
+arrival order. Each step is one forward pass over every job in the batch and gives each its
+next token (token reply: i is the token's index in the job's whole output, resumed tokens
+counted; piece the text it completed, from a StreamDecoder of the job's own). A job that ends
+(eos, limit, context, or stop) sends done and frees its slot for the next queued one. A job
+joins with a prefill of its prompt (and resumed tokens), inside BatchDecoder.join: the batch
+waits for it, the request thread does not. Stats in done: n_prompt, queue_s (in this child's
+queue), prefill_s, first_token_s (from its join), decode_s (after the prefill), decode_tok_s
+(its own tokens/s while batched: the batch's decode is shared), n_generated.
+
+Rate. A `rate` caps the tokens/s of all the batch's jobs together (a power level's budget made
+physical): after each step that produced n tokens the loop waits until start + tokens so far /
+rate, on a clock that restarts when the batch empties, when the rate changes, and after it fell
+more than PACE_SLACK_S behind (a long prefill), so idle time earns no burst afterwards.
 
 Resume. Each token reply carries the sampler's RNG state after that token, so the parent holds
 a checkpoint at every token it has received: tokens so far + that state. A respawned child
 given them as resume_tokens/rng_state continues exactly where the dead one was
-(Engine.generate's exact-resume API), and its token indices continue from len(resume_tokens).
-A job that had already finished when its child died (all its tokens received, done lost) is
-answered here without running the model.
+(BatchDecoder.join's exact-resume API; the other jobs of a batch do not change a job's bits),
+and its token indices continue from len(resume_tokens). A job that had already finished when
+its child died (all its tokens received, done lost) is answered without running the model.
 
 Heartbeats come from a Python thread; the engine releases the GIL in its forward passes, so
 they keep coming during a long prefill or decode. They prove the process is alive and
 scheduled, not that the engine progresses (a C loop stuck with the GIL released would keep
 them going): the supervisor's stall check watches the token stream for that. They carry the
-running job and its token count n for telemetry.
+ids of the jobs in the batch (jobs, the one joining included), whether any job is in the child
+(busy) and the tokens this child has generated (n), for telemetry.
 
 Threads. The engine's threads default to the cores we may run on less one, floor 1: the
 engine's workers meet at spin barriers after every matmul, and a spinning barrier with one of
@@ -51,23 +71,28 @@ its threads preempted by another busy process (the link, the executive's loop) w
 scheduler slice for it, many times per token, so using every core makes both sides slow (see
 default_engine_threads).
 
-The child exits when its stdin closes: an orphaned engine must not keep the model's memory.
+The child exits when its stdin closes: an orphaned engine must not keep the model's memory. A
+failed batch step (an engine error mid-forward leaves the batch in no known state) exits with
+status 3: the supervisor restarts the child and resumes every job from its checkpoint.
 """
 from __future__ import annotations
 
 import os
-import queue
 import sys
 import threading
 import time
+from collections import deque
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import msgpack
 
 from flight.engine import Engine
+from flight.engine.engine import BatchDecoder
 from flight.engine.tokenizer import StreamDecoder
 
 HEARTBEAT_S = 0.2
+PACE_SLACK_S = 0.25  # behind the rate's schedule by more than this: restart the clock
 
 
 def default_engine_threads(cores: int | None = None) -> int:
@@ -98,7 +123,7 @@ def one_line(e: BaseException) -> str:
 
 class _Replies:
     """The reply stream: msgpack maps on the protocol fd, one writer at a time (the main
-    thread's tokens, the request thread's pongs and the heartbeat thread interleave)."""
+    thread's tokens, the request thread's answers and the heartbeat thread interleave)."""
 
     def __init__(self, out: BinaryIO) -> None:
         self._out = out
@@ -115,22 +140,76 @@ class _Replies:
                 os._exit(0)
 
 
+@dataclass
+class _Job:
+    """A job in the batch."""
+
+    job: int
+    seq: int  # its BatchDecoder sequence id
+    stream: StreamDecoder  # primed with the resumed tokens
+    n_resumed: int
+    queue_s: float
+    prefill_s: float
+    joined_at: float  # when its prefill ended
+    join_started: float
+    first_token_s: float | None = None
+
+
+class _Pace:
+    """The rate cap's virtual clock: steps wait until t0 + tokens since t0 / rate."""
+
+    def __init__(self) -> None:
+        self.rate: float | None = None
+        self.t0: float | None = None  # None: starts at the next step
+        self.n = 0
+
+    def set_rate(self, rate: float | None) -> None:
+        self.rate = rate if rate and rate > 0 else None
+        self.restart()
+
+    def restart(self) -> None:
+        self.t0, self.n = None, 0
+
+    def stepping(self, now: float) -> None:
+        if self.t0 is None:
+            self.t0, self.n = now, 0
+
+    def stepped(self, n_tokens: int, now: float) -> None:
+        if self.rate is None or self.t0 is None:
+            return
+        self.n += n_tokens
+        if now - self.due() > PACE_SLACK_S:  # far behind (a prefill stalled the batch): no burst
+            self.t0, self.n = now, 0
+
+    def due(self) -> float:
+        """When the next step may start (0: now)."""
+        if self.rate is None or self.t0 is None:
+            return 0.0
+        return self.t0 + self.n / self.rate
+
+
 class Worker:
-    """One child's state: the engine, the queue of generate requests, what is running."""
+    """One child's state: the engine, the queue of generate requests, the batch."""
 
     def __init__(self, replies: _Replies) -> None:
         self.replies = replies
         self.engine: Engine | None = None
-        self.requests: queue.Queue[dict | None] = queue.Queue()  # None: exit
-        self.lock = threading.Lock()
-        self.current: int | None = None  # job id being generated
-        self.n_current = 0  # tokens generated so far for it (heartbeat progress)
-        self.stopped: set[int] = set()  # jobs asked to stop, running or still queued
+        self.n_batch = 1
+        # guards everything below; the main thread waits on it for work, stops and pacing
+        self.cond = threading.Condition()
+        self.queue: deque[tuple[dict, float]] = deque()  # (generate request, arrival time)
+        self.batch: dict[int, _Job] = {}  # job id -> the job, in the batch
+        self.joining: int | None = None  # the job whose prefill runs now
+        self.stopped: set[int] = set()  # jobs in the batch (or joining) asked to stop
+        self.exiting = False
+        self.rate: float | None = None
+        self.rate_changed = False
+        self.n_generated = 0  # tokens this child generated (heartbeat telemetry)
 
     # -- the request thread ---------------------------------------------------------------------
 
     def read_requests(self, unpacker: msgpack.Unpacker) -> None:
-        """Route requests as they arrive: stop, ping and exit must not wait for a generation."""
+        """Route requests as they arrive: none of them waits for a step or a prefill."""
         try:
             self._route(unpacker)
         except Exception as e:  # a garbled stream: die, and let the supervisor start afresh
@@ -143,109 +222,220 @@ class Worker:
         for msg in unpacker:
             t = msg.get("t")
             if t == "generate":
-                self.requests.put(msg)
+                with self.cond:
+                    self.queue.append((msg, time.monotonic()))
+                    self.cond.notify()
             elif t == "stop":
                 self._stop(msg.get("job"))
+            elif t == "rate":
+                rate = msg.get("tokens_per_s")
+                with self.cond:
+                    self.rate = float(rate) if rate else None
+                    self.rate_changed = True
+                    self.cond.notify()
+            elif t == "tokenize":
+                self._tokenize(msg)
             elif t == "ping":
                 self.replies.send("pong")
             elif t == "exit":
-                self._stop(None)
-                while not self.requests.empty():  # queued jobs are dropped, not run
-                    self.requests.get_nowait()
-                self.requests.put(None)
-                # block here, not at EOF below: the main thread finishes the job and exits
+                with self.cond:
+                    self.exiting = True
+                    self.cond.notify()
+                # block here, not at EOF below: the main thread ends the jobs and exits
                 threading.Event().wait()
             else:
                 self.replies.send("error", job=msg.get("job"), msg=f"unknown request type {t!r}")
 
-    def _stop(self, job: int | None) -> None:
-        with self.lock:
-            if job is None:
-                job = self.current
-            if job is None:
-                return
-            self.stopped.add(job)
-            running = job == self.current
-        if running:
-            # the per-token check in _generate stops decode; this also covers the C loop
-            self.engine.request_stop()
+    def _stop(self, job: Any) -> None:
+        dropped = None
+        with self.cond:
+            for entry in self.queue:
+                if entry[0].get("job") == job:
+                    self.queue.remove(entry)
+                    dropped = entry[0]
+                    break
+            else:
+                if job in self.batch or job == self.joining:
+                    self.stopped.add(job)
+                    self.cond.notify()
+        if dropped is not None:
+            self._done_unrun(dropped, "request")
+
+    def _tokenize(self, msg: dict) -> None:
+        """Answered here: the tokenizer is Python (thread-safe) and forward passes release the
+        GIL, so this does not wait for the batch."""
+        req = msg.get("req")
+        try:
+            text = msg.get("text")
+            if not isinstance(text, str):
+                raise ValueError("tokenize needs text as a string")
+            if msg.get("chat"):
+                text = self.engine.chat_prompt(text, msg.get("system"))
+            ids = self.engine.tokenize(text)
+        except Exception as e:
+            self.replies.send("error", req=req, msg=one_line(e))
+            return
+        self.replies.send("tokenized", req=req, ids=ids)
+
+    def _done_unrun(self, msg: dict, stop: str) -> None:
+        """The done of a job that ends without joining the batch: its checkpoint as given."""
+        resumed = [int(i) for i in msg.get("resume_tokens") or ()]
+        self.replies.send("done", job=int(msg["job"]), tokens=resumed,
+                          text=self.engine.detokenize(resumed), stop=stop,
+                          rng=msg.get("rng_state"), n_resumed=len(resumed), stats={})
 
     # -- the heartbeat thread -------------------------------------------------------------------
 
     def heartbeat(self) -> None:
         while True:
             time.sleep(HEARTBEAT_S)
-            with self.lock:
-                job, n = self.current, self.n_current
-            self.replies.send("heartbeat", busy=job is not None, job=job, n=n)
+            with self.cond:
+                jobs = list(self.batch) + ([self.joining] if self.joining is not None else [])
+                busy = bool(jobs or self.queue)
+                n = self.n_generated
+            self.replies.send("heartbeat", busy=busy, jobs=jobs, n=n)
 
     # -- the main thread ------------------------------------------------------------------------
 
     def load(self, msg: dict) -> None:
         threads = msg.get("threads") or default_engine_threads()
         e = Engine.load(msg["path"], threads=threads, n_ctx=int(msg.get("n_ctx", 2048)),
-                        n_batch=int(msg.get("n_batch", 1)), simd=msg.get("simd", "auto"))
+                        n_batch=int(msg.get("n_batch") or 1), simd=msg.get("simd", "auto"))
         self.engine = e
-        self.replies.send("loaded", pid=os.getpid(), n_ctx=e.n_ctx, threads=e.threads,
-                          simd=e.simd, vocab=e.config["vocab"], eos_ids=list(e.eos_ids),
-                          resident_bytes=e.resident_bytes)
+        self.n_batch = e.n_batch
+        self.replies.send("loaded", pid=os.getpid(), n_ctx=e.n_ctx, n_batch=e.n_batch,
+                          threads=e.threads, simd=e.simd, vocab=e.config["vocab"],
+                          eos_ids=list(e.eos_ids), resident_bytes=e.resident_bytes)
 
     def serve(self) -> None:
-        while (msg := self.requests.get()) is not None:
-            job = int(msg["job"])
-            try:
-                self._generate(job, msg)
-            except Exception as e:  # EngineError and bad requests alike: the job fails, we go on
-                self.replies.send("error", job=job, msg=one_line(e))
-            finally:
-                with self.lock:
-                    self.current = None
-                    self.n_current = 0
-                    self.stopped.discard(job)
+        """The batch loop: at each step boundary, let stopped jobs leave, let one queued job
+        join if a slot is free, else (paced) step."""
+        b = self.engine.batch()
+        pace = _Pace()
+        while True:
+            leaving: list[_Job] = []
+            joining: tuple[dict, float] | None = None
+            dropped: list[dict] = []
+            with self.cond:
+                while True:
+                    exiting = self.exiting
+                    if self.rate_changed:
+                        self.rate_changed = False
+                        pace.set_rate(self.rate)
+                    if exiting:
+                        leaving = list(self.batch.values())
+                        dropped = [m for m, _ in self.queue]
+                        self.queue.clear()
+                        break
+                    leaving = [j for j in self.batch.values() if j.job in self.stopped]
+                    self.stopped.clear()  # the rest named jobs that ended meanwhile
+                    if len(self.batch) - len(leaving) < self.n_batch and self.queue:
+                        joining = self.queue.popleft()
+                        self.joining = int(joining[0]["job"])
+                    if leaving or joining:
+                        break
+                    if not self.batch:
+                        pace.restart()
+                        self.cond.wait()
+                        continue
+                    wait = pace.due() - time.monotonic()
+                    if wait > 0:
+                        self.cond.wait(wait)
+                        continue
+                    break
+            for j in leaving:
+                self._leave(b, j)
+            if exiting:
+                for msg in dropped:
+                    self._done_unrun(msg, "request")
+                return
+            if joining is not None:
+                self._join(b, *joining)
+            elif not leaving:
+                self._step(b, pace)
 
-    def _generate(self, job: int, msg: dict) -> None:
+    def _leave(self, b: BatchDecoder, j: _Job) -> None:
+        b.leave(j.seq)
+        self._end(b, j, "request")
+
+    def _join(self, b: BatchDecoder, msg: dict, queued_at: float) -> None:
         e = self.engine
-        prompt = msg["prompt_ids"] if msg.get("prompt_ids") is not None else msg["prompt"]
-        ids = e.tokenize(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
-        resumed = [int(i) for i in msg.get("resume_tokens") or ()]
-        max_tokens = int(msg.get("max_tokens", 128))
-        rng_state = msg.get("rng_state")
-        with self.lock:
-            self.current = job
-            self.n_current = len(resumed)
-            stop_now = job in self.stopped
-        # a job whose child died after its last token but before its done: finished already
-        finished = ("limit" if resumed and len(resumed) >= max_tokens
-                    else "context" if resumed and len(ids) + len(resumed) > e.n_ctx
-                    else "request" if stop_now else None)
-        if finished is not None:
-            self.replies.send("done", job=job, tokens=resumed, text=e.detokenize(resumed),
-                              stop=finished, rng=rng_state, n_resumed=len(resumed), stats={})
+        job = int(msg["job"])
+        t0 = time.monotonic()
+        try:
+            prompt = msg["prompt_ids"] if msg.get("prompt_ids") is not None else msg["prompt"]
+            ids = e.tokenize(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
+            resumed = [int(i) for i in msg.get("resume_tokens") or ()]
+            max_tokens = int(msg.get("max_tokens", 128))
+            # a job whose child died after its last token but before its done: finished already
+            finished = ("limit" if resumed and len(resumed) >= max_tokens
+                        else "context" if resumed and len(ids) + len(resumed) > e.n_ctx
+                        else None)
+            if finished is None:
+                seq = b.join(ids, max_tokens=max_tokens,
+                             temperature=float(msg.get("temperature", 0.0)),
+                             top_k=int(msg.get("top_k", 0)), top_p=float(msg.get("top_p", 1.0)),
+                             seed=int(msg.get("seed", 0)), resume_tokens=resumed,
+                             rng_state=msg.get("rng_state"))
+        except Exception as ex:  # EngineError and bad requests alike: the job fails, we go on
+            with self.cond:
+                self.joining = None
+            self.replies.send("error", job=job, msg=one_line(ex))
             return
-
+        if finished is not None:
+            with self.cond:
+                self.joining = None
+            self._done_unrun(msg, finished)
+            return
+        now = time.monotonic()
         stream = StreamDecoder(e.tokenizer)
         for tok in resumed:  # a character split across the interruption comes out whole
             stream.push(tok)
-        index = len(resumed)
+        with self.cond:
+            self.joining = None
+            self.batch[job] = _Job(job, seq, stream, len(resumed), queue_s=t0 - queued_at,
+                                   prefill_s=now - t0, joined_at=now, join_started=t0)
 
-        def on_progress(tok: int, state: int) -> bool:
-            nonlocal index
-            self.replies.send("token", job=job, i=index, tok=tok, piece=stream.push(tok),
-                              rng=state)
-            index += 1
-            with self.lock:
-                self.n_current = index
-                return job not in self.stopped
+    def _step(self, b: BatchDecoder, pace: _Pace) -> None:
+        by_seq = {j.seq: j for j in self.batch.values()}  # the main thread alone changes batch
+        pace.stepping(time.monotonic())
+        try:
+            events = b.step()
+        except Exception as ex:  # the batch is in no known state: let the supervisor resume it
+            print(f"engine worker: batch step failed: {one_line(ex)}", file=sys.stderr)
+            sys.stderr.flush()
+            os._exit(3)
+        now = time.monotonic()
+        n = 0
+        for ev in events:
+            j = by_seq[ev.seq_id]
+            seq = b.sequences[ev.seq_id]
+            if ev.stop_reason != "eos":  # an eos ends the job without being one of its tokens
+                n += 1
+                if j.first_token_s is None:
+                    j.first_token_s = now - j.join_started
+                self.replies.send("token", job=j.job, i=len(seq.tokens) - 1, tok=ev.token,
+                                  piece=j.stream.push(ev.token), rng=ev.rng_state)
+            if ev.stop_reason != "none":
+                self._end(b, j, ev.stop_reason)
+        with self.cond:
+            self.n_generated += n
+        pace.stepped(len(events), now)
 
-        g = e.generate(ids, max_tokens=max_tokens, temperature=float(msg.get("temperature", 0.0)),
-                       top_k=int(msg.get("top_k", 0)), top_p=float(msg.get("top_p", 1.0)),
-                       seed=int(msg.get("seed", 0)), resume_tokens=resumed, rng_state=rng_state,
-                       on_progress=on_progress)
-        stats = dict(n_prompt=len(g.prompt_tokens), n_reused=g.n_reused, prefill_s=g.prefill_s,
-                     decode_s=g.decode_s, first_token_s=g.first_token_s,
-                     decode_tok_s=g.decode_tok_s)
-        self.replies.send("done", job=job, tokens=g.tokens, text=g.text, stop=g.stop_reason,
-                          rng=g.rng_state, n_resumed=g.n_resumed, stats=stats)
+    def _end(self, b: BatchDecoder, j: _Job, stop: str) -> None:
+        seq = b.sequences.pop(j.seq)
+        decode_s = time.monotonic() - j.joined_at
+        n_new = len(seq.tokens) - j.n_resumed
+        steps = max(n_new - 1, 0)  # the first new token came from the prefill's logits
+        stats = dict(n_prompt=len(seq.prompt), queue_s=j.queue_s, prefill_s=j.prefill_s,
+                     first_token_s=j.first_token_s, decode_s=decode_s,
+                     decode_tok_s=steps / decode_s if decode_s > 0 and steps else 0.0,
+                     n_generated=n_new)
+        with self.cond:
+            self.batch.pop(j.job, None)
+        self.replies.send("done", job=j.job, tokens=seq.tokens,
+                          text=self.engine.detokenize(seq.tokens), stop=stop, rng=seq.rng_state,
+                          n_resumed=j.n_resumed, stats=stats)
 
 
 def _protocol_streams() -> tuple[BinaryIO, BinaryIO]:

@@ -2,28 +2,41 @@
 
 The engine runs in a child so that a crash or hang in it never takes the executive, the link
 or the stores down with it (the worker's docstring gives the protocol). EngineSupervisor starts
-the child, loads the model in it, feeds it jobs one at a time and reads its replies in one
-thread of its own, which is the only one that touches the child's pipes: callers' threads only
-queue work and wake it.
+the child, loads the model in it with n_batch sequence slots, sends it every job as it is
+submitted (the child decodes up to n_batch of them together in one batch and queues the rest
+in order) and reads its replies in one thread of its own, which is the only one that touches
+the child's pipes: callers' threads only record work and wake it.
+
+The executive's handles on the batch: generate() (optionally under its own job id, optionally
+resuming a checkpoint), preempt() (the job leaves the batch at its next token boundary and ends
+with stop_reason "request", its checkpoint whole), set_rate() (the batch's aggregate tokens/s
+cap, a power level made physical), tokenize() (the child's tokenizer and chat template, to check
+a prompt against n_ctx at submission), on_token/on_done callbacks, and restart()/stop().
 
 Fault detection, all in that thread:
-  died     the reply pipe reached EOF or the child exited (kill -9, segfault, abort, OOM kill);
+  died     the reply pipe reached EOF or the child exited (kill -9, segfault, abort, OOM kill,
+           a failed batch step);
   silent   no message at all for heartbeat_timeout_s, though the child sends a heartbeat every
-           0.2 s (SIGSTOP, a frozen interpreter, a machine too loaded to schedule it);
-  stalled  heartbeats come but the running job makes no token for stall_timeout_s (a C loop
-           stuck with the GIL released; generous by default because a long prefill is silent);
+           0.2 s (SIGSTOP, a frozen interpreter, a machine too loaded to schedule it), or it
+           would not take a request within that time;
+  stalled  heartbeats come but no job in the child makes a token for stall_timeout_s (a C loop
+           stuck with the GIL released; generous by default because a long prefill is silent;
+           a rate cap's pause between steps is added to it);
   command  restart() (the ENGINE_RESTART command).
-Each kills the child with SIGKILL, reaps it (no zombie), starts and loads a new one and sends it
-the job that was running, with the tokens received so far and the RNG state that came with the
-last of them: the engine's exact-resume API makes the job's final tokens equal those of an
-uninterrupted run, greedy or sampled. The job's handle holds that checkpoint at every moment
-(EngineJob.tokens/rng_state), for a caller that wants to persist it.
+Each kills the child with SIGKILL, reaps it (no zombie), starts and loads a new one, gives it
+the rate cap and resends it every job in flight, in their original order, each with the tokens
+received so far and the RNG state that came with the last of them: the engine's exact-resume
+API makes every job's final tokens equal those of an uninterrupted run, greedy or sampled,
+whatever else shared its batch. A job's handle holds that checkpoint at every moment
+(EngineJob.tokens/rng_state, starting from the resume_tokens/rng_state it was submitted with),
+for a caller that wants to persist it.
 
-Two limits keep a fault from becoming a restart loop: a job in flight during max_job_restarts
-fault restarts fails (a job that crashes the engine every time is the likelier culprit), and a
-child that fails to load max_load_failures times in a row leaves the supervisor failed (the
-model file is bad; every job fails with that error). A load that fails at start() raises
-EngineError with the child's one-line message.
+Two limits keep a fault from becoming a restart loop: a job in the batch during more than
+max_job_restarts fault restarts fails (a job that crashes the engine every time is the likelier
+culprit; jobs that were only queued in the child are not counted), and a child that fails to
+load max_load_failures times in a row leaves the supervisor failed (the model file is bad;
+every job fails with that error). A load that fails at start() raises EngineError with the
+child's one-line message.
 """
 from __future__ import annotations
 
@@ -34,7 +47,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +58,7 @@ from flight.engine import EngineError
 log = logging.getLogger(__name__)
 
 RESTART_CAUSES = ("died", "silent", "stalled", "command")
+STATES = ("stopped", "idle", "running", "failed")
 
 
 @dataclass(frozen=True)
@@ -63,7 +76,7 @@ class TokenEvent:
 class JobResult:
     tokens: list[int]
     text: str
-    stop_reason: str  # "eos", "limit", "context" or "request"
+    stop_reason: str  # "eos", "limit", "context" or "request" (stopped or preempted)
     rng_state: int | None
     stats: dict[str, Any]
     restarts: int  # engine restarts the job lived through
@@ -72,17 +85,25 @@ class JobResult:
 
 @dataclass
 class EngineJob:
-    """A handle on one job: its request, the checkpoint so far, and its end."""
+    """A handle on one job: its request, the checkpoint so far, and its end.
+
+    tokens/rng_state are the checkpoint (the job's whole output so far and the sampler's
+    state after its last token): given back to generate() as resume_tokens/rng_state, they
+    continue the job exactly. They start as the checkpoint it was submitted with."""
 
     job_id: int
     request: dict[str, Any]
     tokens: list[int] = field(default_factory=list)
     rng_state: int | None = None
     restarts: int = 0
-    fault_restarts: int = 0  # restarts not by command: the ones that count against the job
+    fault_restarts: int = 0  # restarts not by command while it was in the batch: they count
     result: JobResult | None = None
     error: str | None = None
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
+    # the supervisor thread's bookkeeping
+    _preempt: bool = field(default=False, repr=False)  # preempt() asked (set under the lock)
+    _sent: bool = field(default=False, repr=False)  # its generate went to the current child
+    _stop_sent: bool = field(default=False, repr=False)  # and its stop
 
     def done(self) -> bool:
         return self._done.is_set()
@@ -95,6 +116,18 @@ class EngineJob:
             raise EngineError(self.error)
         assert self.result is not None
         return self.result
+
+
+@dataclass
+class _TokenizeRequest:
+    req: int
+    text: str
+    chat: bool
+    system: str | None
+    ids: list[int] | None = None
+    error: str | None = None
+    sent: bool = False  # to the current child
+    answered: threading.Event = field(default_factory=threading.Event)
 
 
 class _Child:
@@ -114,20 +147,26 @@ class _Child:
         self.packer = msgpack.Packer()
         self.last_msg = time.monotonic()
         self.loaded: dict[str, Any] | None = None
-        self.busy = False  # a job has been sent to this child and has not ended
+        self.rate: float | None = None  # the rate cap this child was given
+        self.hb_jobs: list[int] = []  # the jobs in its batch, as its last heartbeat said
+        self.broken = False  # a request was not taken whole: the stream can no longer be trusted
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
     def send(self, deadline_s: float, t: str, **fields: Any) -> bool:
-        """Write one request; False if the child is gone or would not take it in time."""
+        """Write one request; False (and broken) if the child is gone or would not take it in
+        time: a request cut short would garble the stream, so that child is done with."""
+        if self.broken or self.wfd < 0:
+            return False
         fields["t"] = t
         data = memoryview(self.packer.pack(fields))
         end = time.monotonic() + deadline_s
         while data:
             left = end - time.monotonic()
             if left <= 0:
+                self.broken = True
                 return False
             try:
                 _, w, _ = select.select([], [self.wfd], [], left)
@@ -136,6 +175,7 @@ class _Child:
             except BlockingIOError:  # writable, but not for this much: wait for more room
                 continue
             except OSError:  # EPIPE: the child is gone
+                self.broken = True
                 return False
         return True
 
@@ -158,19 +198,26 @@ class _Child:
                 f.close()  # type: ignore[union-attr]
             except OSError:
                 pass
+        self.rfd = self.wfd = -1  # the numbers may be reused by other files from now on
 
 
 class EngineSupervisor:
-    """The engine in a supervised child process.
+    """The engine in a supervised child process, decoding up to n_batch jobs at once.
 
-        with EngineSupervisor(model_path, n_ctx=2048) as sup:
-            job = sup.generate(prompt_ids, max_tokens=64, temperature=0.8, seed=7)
-            result = job.wait()
+        with EngineSupervisor(model_path, n_ctx=2048, n_batch=4) as sup:
+            a = sup.generate(prompt_ids, max_tokens=64, temperature=0.8, seed=7)
+            b = sup.generate(other_ids, max_tokens=64)
+            sup.preempt(a.job_id)                 # a ends with stop_reason "request"
+            ra = a.wait()
+            a2 = sup.generate(prompt_ids, max_tokens=64, temperature=0.8, seed=7,
+                              resume_tokens=ra.tokens, rng_state=ra.rng_state)
 
     threads=None lets the child take default_engine_threads() (all cores but one). on_token is
-    called with a TokenEvent per token, on the supervisor's thread (keep it short; an exception
-    from it is logged, not raised). Counters: restarts, last_restart_cause (one of
-    RESTART_CAUSES), restart_counts.
+    called with a TokenEvent per token and on_done with the EngineJob when a job ends
+    (finished, stopped or failed), both on the supervisor's thread: keep them short; an
+    exception from them is logged, not raised; they may call generate, preempt, set_rate,
+    restart and stop, not tokenize. Counters: restarts, last_restart_cause (one of
+    RESTART_CAUSES), restart_counts; state is one of STATES.
     """
 
     def __init__(
@@ -179,6 +226,7 @@ class EngineSupervisor:
         threads: int | None = None,
         n_ctx: int = 2048,
         *,
+        n_batch: int = 1,
         simd: str = "auto",
         heartbeat_timeout_s: float = 2.0,
         stall_timeout_s: float = 120.0,
@@ -187,9 +235,13 @@ class EngineSupervisor:
         max_job_restarts: int = 3,
         max_load_failures: int = 3,
         on_token: Callable[[TokenEvent], object] | None = None,
+        on_done: Callable[[EngineJob], object] | None = None,
     ) -> None:
-        self._load_msg = dict(path=str(model_path), threads=threads, n_ctx=n_ctx, n_batch=1,
-                              simd=simd)
+        if n_batch < 1:
+            raise ValueError(f"n_batch must be at least 1, got {n_batch}")
+        self.n_batch = n_batch
+        self._load_msg = dict(path=str(model_path), threads=threads, n_ctx=n_ctx,
+                              n_batch=n_batch, simd=simd)
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.stall_timeout_s = stall_timeout_s
         self.load_timeout_s = load_timeout_s
@@ -197,19 +249,24 @@ class EngineSupervisor:
         self.max_job_restarts = max_job_restarts
         self.max_load_failures = max_load_failures
         self.on_token = on_token
+        self.on_done = on_done
 
         self.restarts = 0
         self.last_restart_cause: str | None = None
         self.restart_counts = dict.fromkeys(RESTART_CAUSES, 0)
         self.failed: str | None = None  # why the supervisor gave up, if it did
+        self.loaded: dict[str, Any] | None = None  # the last child's `loaded` facts
 
         self._lock = threading.Lock()
-        self._queue: deque[EngineJob] = deque()
-        self._current: EngineJob | None = None
-        self._progress_at = 0.0  # when the current job last made progress (sent or a token)
+        self._jobs: dict[int, EngineJob] = {}  # in flight, in submission order
+        self._tokenize: dict[int, _TokenizeRequest] = {}  # waiting for a reply
+        self._rate: float | None = None
+        self._progress_at = 0.0  # when a job in the child last made progress
         self._next_id = 1
+        self._next_req = 1
         self._restart_requested = False
         self._closing = False
+        self._ended = False  # the supervisor thread has finished
         self._child: _Child | None = None
         self._thread: threading.Thread | None = None
         self._wake_r = self._wake_w = -1  # a pipe while running: writing to it wakes the thread
@@ -218,8 +275,8 @@ class EngineSupervisor:
     # -- the caller's side ----------------------------------------------------------------------
 
     def start(self) -> dict[str, Any]:
-        """Start the child and load the model; returns its `loaded` facts (n_ctx, threads,
-        simd, vocab, eos_ids, resident_bytes, pid). EngineError on a load failure."""
+        """Start the child and load the model; returns its `loaded` facts (n_ctx, n_batch,
+        threads, simd, vocab, eos_ids, resident_bytes, pid). EngineError on a load failure."""
         if self._thread is not None:
             raise EngineError("the engine supervisor is already started")
         self._wake_r, self._wake_w = os.pipe()
@@ -237,41 +294,100 @@ class EngineSupervisor:
 
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 128,
                  temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                 seed: int = 0) -> EngineJob:
-        """Queue a job (the prompt as text, completed as given, or as token ids); jobs run one
-        at a time in order. Same parameters and results as flight.engine.Engine.generate."""
+                 seed: int = 0, *, job_id: int | None = None, resume_tokens: Sequence[int] = (),
+                 rng_state: int | None = None) -> EngineJob:
+        """Submit a job (the prompt as text, completed as given, or as token ids); it is sent
+        to the child at once, which runs up to n_batch jobs together and queues the rest in
+        order. Same parameters and results as flight.engine.Engine.generate, exact resume
+        included (resume_tokens, rng_state: a checkpoint from an earlier EngineJob or
+        JobResult of this same request). job_id: the caller's own id (default: the next free
+        one); EngineError if a job with that id is in flight."""
         request: dict[str, Any] = dict(max_tokens=int(max_tokens), temperature=float(temperature),
                                        top_k=int(top_k), top_p=float(top_p), seed=int(seed))
         if isinstance(prompt, str):
             request["prompt"] = prompt
         else:
             request["prompt_ids"] = [int(i) for i in prompt]
+        tokens = [int(i) for i in resume_tokens]
+        state = None if rng_state is None else int(rng_state)
         with self._lock:
-            if self.failed is not None:
-                raise EngineError(self.failed)
-            if self._closing or self._thread is None:
-                raise EngineError("the engine supervisor is not running")
-            job = EngineJob(self._next_id, request)
-            self._next_id += 1
-            self._queue.append(job)
+            self._check_running()
+            if job_id is None:
+                while self._next_id in self._jobs:
+                    self._next_id += 1
+                job_id = self._next_id
+                self._next_id += 1
+            elif int(job_id) in self._jobs:
+                raise EngineError(f"job {job_id} is already in flight")
+            job = EngineJob(int(job_id), request, tokens=tokens, rng_state=state)
+            self._jobs[job.job_id] = job
         self._wake()
         return job
 
+    def preempt(self, job_id: int) -> bool:
+        """Stop a job at its next token boundary (or before it joins the batch): it ends with
+        stop_reason "request" and its checkpoint, which generate(resume_tokens=...,
+        rng_state=...) continues exactly. False if no such job is in flight."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.done():
+                return False
+            job._preempt = True
+        self._wake()
+        return True
+
+    def set_rate(self, tokens_per_s: float | None) -> None:
+        """Cap the aggregate decode rate of the batch (None or 0: uncapped); kept across
+        engine restarts."""
+        rate = float(tokens_per_s) if tokens_per_s else None
+        if rate is not None and rate < 0:
+            raise ValueError(f"a rate cap must be positive, got {tokens_per_s}")
+        with self._lock:
+            self._rate = rate
+        self._wake()
+
+    @property
+    def rate(self) -> float | None:
+        return self._rate
+
+    def tokenize(self, text: str, chat: bool = False, system: str | None = None,
+                 timeout: float = 10.0) -> list[int]:
+        """The token ids of text (with chat: of the model's chat prompt for it, with the
+        system prompt if given), from the child's tokenizer: what a job's prompt will cost.
+        Blocks up to timeout, across a restart if one is under way. EngineError on a bad
+        text or template, on the timeout, or when the supervisor is not running."""
+        if threading.current_thread() is self._thread:
+            raise EngineError("tokenize cannot be called from the supervisor's own thread")
+        with self._lock:
+            self._check_running()
+            req = _TokenizeRequest(self._next_req, str(text), bool(chat), system)
+            self._next_req += 1
+            self._tokenize[req.req] = req
+        self._wake()
+        if not req.answered.wait(timeout):
+            with self._lock:
+                self._tokenize.pop(req.req, None)
+            raise EngineError(f"the engine did not tokenize in {timeout} s")
+        if req.error is not None:
+            raise EngineError(req.error)
+        assert req.ids is not None
+        return req.ids
+
     def restart(self) -> None:
-        """Kill and respawn the engine now (ENGINE_RESTART); the running job resumes exactly."""
+        """Kill and respawn the engine now (ENGINE_RESTART); every job resumes exactly."""
         with self._lock:
             self._restart_requested = True
         self._wake()
 
     def stop(self) -> None:
-        """Stop the running job at its next token boundary, then end the child: it has
-        shutdown_timeout_s to exit by itself before SIGKILL. The stopped job ends with
-        stop_reason "request" (its tokens and rng_state resume it later); queued jobs fail."""
+        """Stop every job at its next token boundary (each ends with stop_reason "request"
+        and its checkpoint, queued ones too), then end the child: it has shutdown_timeout_s
+        for that before SIGKILL; jobs it did not answer for by then fail."""
         with self._lock:
             if self._closing:
                 return
             self._closing = True
-        if threading.current_thread() is self._thread:  # from on_token: the loop ends by itself
+        if threading.current_thread() is self._thread:  # from a callback: the loop ends itself
             return
         if self._thread is not None:
             self._wake()
@@ -279,13 +395,25 @@ class EngineSupervisor:
 
     @property
     def pid(self) -> int | None:
-        """The current child's pid (None before start and after stop)."""
+        """The current child's pid (None before start, mid-restart and after stop)."""
         child = self._child
         return child.pid if child is not None else None
 
     @property
-    def running(self) -> EngineJob | None:
-        return self._current
+    def running(self) -> tuple[EngineJob, ...]:
+        """The jobs in flight (in the batch or waiting for a slot), in submission order."""
+        with self._lock:
+            return tuple(self._jobs.values())
+
+    @property
+    def state(self) -> str:
+        """"stopped" (not started, or stopped), "idle", "running" (jobs in flight) or
+        "failed" (see failed)."""
+        if self.failed is not None:
+            return "failed"
+        if self._thread is None or self._closing or self._ended:
+            return "stopped"
+        return "running" if self._jobs else "idle"
 
     def __enter__(self) -> EngineSupervisor:
         self.start()
@@ -293,6 +421,13 @@ class EngineSupervisor:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _check_running(self) -> None:
+        """Under the lock: EngineError unless jobs can be taken."""
+        if self.failed is not None:
+            raise EngineError(self.failed)
+        if self._closing or self._thread is None or self._ended:
+            raise EngineError("the engine supervisor is not running")
 
     def _wake(self) -> None:
         with self._lock:  # the thread closes the pipe on its way out
@@ -337,6 +472,7 @@ class EngineSupervisor:
         except BaseException:
             child.kill()
             raise
+        self.loaded = child.loaded
         return child
 
     def _read(self, child: _Child, timeout: float) -> list[dict]:
@@ -366,63 +502,96 @@ class EngineSupervisor:
             log.exception("engine supervisor failed")
             self._give_up("engine supervisor failed (see log)")
         finally:
-            self._shutdown()
-            self._close_wake_pipe()
+            try:
+                self._shutdown()
+            finally:
+                self._ended = True
+                self._close_wake_pipe()
 
     def _step(self) -> bool:
-        """One round of the loop: dispatch, read, check health. False: leave the loop."""
+        """One round of the loop: send, read, check health. False: leave the loop."""
         child = self._child
-        assert child is not None
         with self._lock:
             closing, restart = self._closing, self._restart_requested
             self._restart_requested = False
-        if closing:
+        if closing or child is None:
             return False
         if restart:
             self._restart("command")
-            return True
-        if not child.busy:  # idle, or new after a restart (then the running job is resent)
-            self._dispatch(child)
+            return self.failed is None
+        self._dispatch(child, self.heartbeat_timeout_s)
         for msg in self._read(child, 0.25):
             self._handle(msg)
         now = time.monotonic()
+        with self._lock:
+            in_child = any(j._sent for j in self._jobs.values())
+        stall_s = self.stall_timeout_s + (self.n_batch / self._rate if self._rate else 0.0)
         if child.rfd < 0 or not child.alive():
             self._restart("died")
-        elif now - child.last_msg > self.heartbeat_timeout_s:
+        elif child.broken or now - child.last_msg > self.heartbeat_timeout_s:
             self._restart("silent")
-        elif self._current is not None and now - self._progress_at > self.stall_timeout_s:
+        elif in_child and now - self._progress_at > stall_s:
             self._restart("stalled")
         return self.failed is None
 
-    def _dispatch(self, child: _Child) -> None:
+    def _dispatch(self, child: _Child, deadline_s: float) -> None:
+        """Send the child what it has not had yet: the rate cap, new jobs (in order), stops
+        of preempted jobs, tokenize requests. A refused write marks the child broken, which
+        this round's checks see."""
         with self._lock:
-            if self._current is None and self._queue:
-                self._current = self._queue.popleft()
-            job = self._current
-        if job is None:
-            return
-        child.busy = True
-        self._progress_at = time.monotonic()
-        request = dict(job.request, job=job.job_id)
-        if job.tokens:  # resume after a restart: the checkpoint of the last token received
-            request.update(resume_tokens=job.tokens, rng_state=job.rng_state)
-        # a refused write shows up as a dead or silent child on this round's checks
-        child.send(self.heartbeat_timeout_s, "generate", **request)
+            rate = self._rate
+            jobs = list(self._jobs.values())
+            preempt = {j.job_id for j in jobs if j._preempt}
+            tokenize = [r for r in self._tokenize.values() if not r.sent]
+        if rate != child.rate:
+            if not child.send(deadline_s, "rate", tokens_per_s=rate):
+                return
+            child.rate = rate
+        for job in jobs:
+            if not job._sent:
+                if not any(j._sent for j in jobs):  # the child was idle: the stall clock starts
+                    self._progress_at = time.monotonic()
+                request = dict(job.request, job=job.job_id, resume_tokens=job.tokens,
+                               rng_state=job.rng_state)
+                if not child.send(deadline_s, "generate", **request):
+                    return
+                job._sent = True
+            if job.job_id in preempt and not job._stop_sent:
+                if not child.send(deadline_s, "stop", job=job.job_id):
+                    return
+                job._stop_sent = True
+        for r in tokenize:
+            if not child.send(deadline_s, "tokenize", req=r.req, text=r.text, chat=r.chat,
+                              system=r.system):
+                return
+            r.sent = True
 
     def _handle(self, msg: dict) -> None:
         t = msg.get("t")
-        job = self._current
-        if t in ("heartbeat", "pong"):
+        if t == "heartbeat":
+            if self._child is not None:
+                self._child.hb_jobs = list(msg.get("jobs") or ())
             return
-        if job is None or msg.get("job") != job.job_id:
-            log.warning("engine reply %r for no running job", t)
+        if t == "pong":
             return
+        if t == "tokenized" or (t == "error" and msg.get("req") is not None):
+            with self._lock:
+                req = self._tokenize.pop(msg.get("req"), None)
+            if req is not None:  # None: its caller gave up waiting
+                req.ids, req.error = msg.get("ids"), msg.get("msg") if t == "error" else None
+                req.answered.set()
+            return
+        with self._lock:
+            job = self._jobs.get(msg.get("job"))
+        if job is None or not job._sent:
+            log.warning("engine reply %r for no job in flight (%r)", t, msg.get("msg"))
+            return
+        self._progress_at = time.monotonic()
         if t == "token":
             if msg["i"] != len(job.tokens):  # cannot happen unless the protocol is broken
                 raise EngineError(f"job {job.job_id}: token {msg['i']} after {len(job.tokens)}")
             job.tokens.append(msg["tok"])
             job.rng_state = msg["rng"]
-            self._progress_at = time.monotonic()
             if self.on_token is not None:
                 try:
                     self.on_token(TokenEvent(job.job_id, msg["i"], msg["tok"], msg["piece"],
@@ -441,25 +610,37 @@ class EngineSupervisor:
 
     def _finish(self, job: EngineJob, error: str | None = None) -> None:
         job.error = error
-        if self._child is not None:
-            self._child.busy = False
         with self._lock:
-            if self._current is job:
-                self._current = None
+            if self._jobs.get(job.job_id) is job:
+                del self._jobs[job.job_id]
         job._done.set()
+        if self.on_done is not None:
+            try:
+                self.on_done(job)
+            except Exception:
+                log.exception("on_done callback failed")
 
     def _restart(self, cause: str) -> None:
         old = self._child
         assert old is not None
         log.warning("engine restart (%s): killing child %d", cause, old.pid)
         old.kill()
+        self._child = None
         self.restarts += 1
         self.restart_counts[cause] += 1
         self.last_restart_cause = cause
-        job = self._current
-        if job is not None:
+        with self._lock:
+            jobs = list(self._jobs.values())
+            for r in self._tokenize.values():
+                r.sent = False
+        # the jobs that were in its batch: those its last heartbeat named, and the first
+        # n_batch it had been sent (it joins them in order as slots free)
+        sent = [j.job_id for j in jobs if j._sent]
+        in_batch = set(old.hb_jobs) | set(sent[:self.n_batch])
+        for job in jobs:
             job.restarts += 1
-            if cause != "command":
+            job._sent = job._stop_sent = False
+            if cause != "command" and job.job_id in in_batch:
                 job.fault_restarts += 1
                 if job.fault_restarts > self.max_job_restarts:
                     self._finish(job, f"job {job.job_id} failed: the engine {cause} "
@@ -468,6 +649,7 @@ class EngineSupervisor:
             try:
                 self._child = self._spawn()
                 self._load_failures = 0
+                self._progress_at = time.monotonic()
                 return
             except EngineError as e:
                 self._load_failures += 1
@@ -486,23 +668,28 @@ class EngineSupervisor:
 
     def _fail_all(self, why: str) -> None:
         with self._lock:
-            jobs = ([self._current] if self._current is not None else []) + list(self._queue)
-            self._current = None
-            self._queue.clear()
+            jobs = list(self._jobs.values())
+            tokenize = list(self._tokenize.values())
+            self._tokenize.clear()
         for job in jobs:
-            job.error = why
-            job._done.set()
+            self._finish(job, why)
+        for r in tokenize:
+            r.error = self.failed or "the engine supervisor stopped"
+            r.answered.set()
 
     def _shutdown(self) -> None:
-        """Ask the child to exit (it stops its job first, and the job's done still comes back),
-        give it shutdown_timeout_s, then SIGKILL; jobs not finished by then fail."""
+        """Ask the child to exit (it stops every job first, and each one's done still comes
+        back), give it shutdown_timeout_s, then SIGKILL; jobs not answered for by then fail."""
         child = self._child
         if child is not None:
             end = time.monotonic() + self.shutdown_timeout_s
-            if child.rfd >= 0 and child.send(0.5, "exit"):
-                while child.rfd >= 0 and time.monotonic() < end:
-                    for msg in self._read(child, end - time.monotonic()):
-                        self._handle(msg)
+            if child.rfd >= 0 and self.failed is None:
+                # jobs submitted just now still go, so that they too come back with a done
+                self._dispatch(child, 0.5)
+                if child.send(0.5, "exit"):
+                    while child.rfd >= 0 and time.monotonic() < end:
+                        for msg in self._read(child, end - time.monotonic()):
+                            self._handle(msg)
             try:  # stdout closed: the process is on its way out
                 child.proc.wait(timeout=max(end - time.monotonic(), 0.0))
             except subprocess.TimeoutExpired:

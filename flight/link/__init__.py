@@ -6,6 +6,7 @@ keys                           the shared HMAC key file
 serial_port                    devices and pyserial URLs, full duplex
 service                        LinkService: what the executive registers handlers with and feeds
 telemetry, event_reporter, tm_writer, result_downlink, sack   the service's parts
-node, placeholder_job_runner   a runnable flight link node until the executive exists
+job_result                     a job's result as it goes down: zlib of a msgpack map
+cli_support                    what the flight and ground command lines share
 icd_markdown                   renders docs/ICD.md
 """

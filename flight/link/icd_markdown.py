@@ -149,7 +149,7 @@ def render_icd(dictionary: Dictionary | None = None) -> str:
         f"CMD_RESPONSE, the {MAC_OCTETS}-octet MAC of the command it answers, which binds the response to that one "
         "packet. The CRC then covers everything including the MAC.\n")
     add(f"- **ARSN window**: the flight accepts an operations-key packet only if last < ARSN ≤ last + W, W = "
-        f"**{sec_defaults.arsn_window}** by default (flight option `--arsn-window`), last being the last ARSN accepted "
+        f"**{sec_defaults.arsn_window}** by default (`flight run` config key `[link] arsn_window`), last being the last ARSN accepted "
         "for that SPI; it commits the new value (fsync) before acting on the packet or answering it, so replays "
         "are refused across reboots. Every authentic fresh packet uses up its ARSN, even if its body is then "
         "rejected. An ARSN at or below last is REPLAY, one beyond the window OUT_OF_WINDOW: neither moves the "

@@ -6,6 +6,7 @@ and ends with exactly the tokens an uninterrupted in-process run produces, greed
 The faults are injected from the on_token callback after a few tokens have arrived, so they
 land mid-generation: the real model (~100 tok/s here) has most of its 24 tokens still to make.
 Load failures are one-line errors without a hang or a zombie, and stop() ends the child.
+These run one job at a time (n_batch=1) on the real model; test_engine_batch.py covers batches.
 """
 from __future__ import annotations
 
@@ -194,6 +195,19 @@ def test_a_job_that_keeps_killing_the_engine_fails_and_the_next_runs(real_model_
     assert not zombies()
 
 
+def test_tokenize_uses_the_models_chat_template(real_model_path):
+    """What the executive checks a prompt's length with: the child's tokenizer and template."""
+    with Engine.load(real_model_path, threads=1, n_ctx=N_CTX) as e:
+        want = [e.tokenize("Why is the sky blue?"),
+                e.tokenize(e.chat_prompt("Why is the sky blue?")),
+                e.tokenize(e.chat_prompt("Why is the sky blue?", "Answer in one line."))]
+    with EngineSupervisor(real_model_path, threads=1, n_ctx=N_CTX) as sup:
+        got = [sup.tokenize("Why is the sky blue?"),
+               sup.tokenize("Why is the sky blue?", chat=True),
+               sup.tokenize("Why is the sky blue?", chat=True, system="Answer in one line.")]
+    assert got == want and len({len(ids) for ids in got}) == 3
+
+
 @pytest.mark.parametrize("make", ["missing", "garbage"])
 def test_bad_model_is_a_one_line_error(tmp_path, make):
     path = tmp_path / "bad.gguf"
@@ -236,8 +250,9 @@ def test_stop_ends_the_running_job_and_the_child(real_model_path):
     assert time.monotonic() - t0 < 3.0
     r = job.wait(0)
     assert r.stop_reason == "request" and 0 < len(r.tokens) < 400
-    with pytest.raises(EngineError, match="stopped"):
-        queued.wait(0)
+    # the queued job ends too, with its (empty) checkpoint
+    q = queued.wait(0)
+    assert (q.stop_reason, q.tokens, q.n_resumed) == ("request", [], 0)
     assert not Path(f"/proc/{pid}").exists() and not zombies() and not supervisor_threads()
 
 
@@ -267,14 +282,15 @@ class _Worker:
         self.proc.stdin.write(msgpack.packb(msg))
         self.proc.stdin.flush()
 
-    def replies(self, until: str) -> list[dict]:
-        """Replies up to and including the first of type `until` (heartbeats left out)."""
+    def replies(self, until: str, heartbeats: bool = False, **match) -> list[dict]:
+        """Replies up to and including the first of type `until` whose fields equal match
+        (heartbeats left out unless asked for)."""
         out = []
         while True:
             for msg in self.unpacker:
-                if msg["t"] != "heartbeat":
+                if msg["t"] != "heartbeat" or heartbeats:
                     out.append(msg)
-                if msg["t"] == until:
+                if msg["t"] == until and all(msg.get(k) == v for k, v in match.items()):
                     return out
             data = os.read(self.proc.stdout.fileno(), 1 << 16)
             assert data, f"stream ended before {until}: {out}"
@@ -293,6 +309,7 @@ def test_worker_protocol(synth_model):
         w.send(t="load", path=str(synth_model), threads=1, n_ctx=N_CTX)
         loaded = w.replies("loaded")[-1]
         assert loaded["n_ctx"] == N_CTX and loaded["threads"] == 1 and loaded["pid"] == w.proc.pid
+        assert loaded["n_batch"] == 1
         w.send(t="ping")
         assert w.replies("pong")[-1] == {"t": "pong"}
         req = dict(prompt_ids=[1, 2, 3], max_tokens=6, temperature=0.9, seed=3)
@@ -315,6 +332,57 @@ def test_worker_protocol(synth_model):
         w.send(t="bogus", job=1)
         assert "bogus" in w.replies("error")[-1]["msg"]
         w.send(t="exit")
+        assert w.proc.wait(5) == 0
+    finally:
+        w.close()
+
+
+def test_worker_batch_protocol(synth_model):
+    """Two jobs decode together, a third waits for a slot; stop drops a queued job at once
+    and takes a batched one out at a step boundary; rate paces the steps; tokenize and
+    heartbeats are answered meanwhile; exit ends every job with its done."""
+    w = _Worker()
+    try:
+        w.send(t="load", path=str(synth_model), threads=1, n_ctx=N_CTX, n_batch=2)
+        assert w.replies("loaded")[-1]["n_batch"] == 2
+        w.send(t="rate", tokens_per_s=40)  # two jobs: a step every 50 ms
+        for job in (1, 2, 3):
+            w.send(t="generate", job=job, prompt_ids=[1, 2, 3 + job], max_tokens=12,
+                   temperature=0.9, seed=job)
+        w.send(t="tokenize", req=5, text="the rain", chat=False)
+        w.send(t="tokenize", req=6, text="hi", chat=True, system="be brief")
+        w.send(t="stop", job=3)  # still queued: dropped, its done comes at once
+        got = w.replies("done", job=3)
+        assert not any(m["t"] == "done" and m["job"] != 3 for m in got)
+        assert got[-1] == dict(t="done", job=3, tokens=[], text="", stop="request", rng=None,
+                               n_resumed=0, stats={})
+        # answered in order by the request thread, before the stop that followed them
+        assert {m["req"] for m in got if m["t"] == "tokenized"} == {5, 6}
+        stream = got + w.replies("heartbeat", heartbeats=True)
+        beat = stream.pop()
+        assert beat["busy"] and sorted(beat["jobs"]) == [1, 2] and beat["n"] >= 0
+        w.send(t="stop", job=1)
+        stream += w.replies("done", job=1)
+        done1 = stream[-1]
+        assert done1["stop"] == "request" and 0 < len(done1["tokens"]) < 12
+        tokens = [(m["job"], m["i"]) for m in stream if m["t"] == "token"]
+        assert {job for job, _ in tokens[:6]} == {1, 2}  # decoded together
+        n2 = len(tokens) - len(done1["tokens"])
+        assert [i for job, i in tokens if job == 2] == list(range(n2))  # each job's own indices
+        assert [m["tok"] for m in stream if m["t"] == "token" and m["job"] == 1] == \
+            done1["tokens"]
+        w.send(t="rate", tokens_per_s=0)  # uncapped: job 2 finishes at once
+        done2 = w.replies("done", job=2)[-1]
+        assert done2["stop"] in ("limit", "eos") and done2["stats"]["n_prompt"] == 3
+        w.send(t="rate", tokens_per_s=5)
+        w.send(t="generate", job=4, prompt_ids=[7, 8, 9], max_tokens=100)
+        w.send(t="generate", job=5, prompt_ids=[7, 8, 9], max_tokens=100)
+        w.send(t="generate", job=6, prompt_ids=[7, 8, 9], max_tokens=100)
+        w.replies("token", job=4)
+        w.send(t="exit")
+        ends = [m for m in w.replies("done", job=6) if m["t"] == "done"]
+        assert [(m["job"], m["stop"]) for m in ends] == [(4, "request"), (5, "request"),
+                                                        (6, "request")]
         assert w.proc.wait(5) == 0
     finally:
         w.close()

@@ -1,5 +1,6 @@
 """Fixtures for two-ended link tests: real ptys joined by a simulated radio, a flight link
-service (in this process or as a separate `python -m flight.link.node` process) and a ground client."""
+service (in this process, with a stand-in job source, or as a separate `flight run` process) and a
+ground client."""
 from __future__ import annotations
 
 import os
@@ -13,7 +14,6 @@ from typing import Callable
 import pytest
 
 from flight.link.keys import KeyRing, write_new_key_file
-from flight.link.placeholder_job_runner import PlaceholderJobRunner
 from flight.link.serial_port import SerialPort
 from flight.link.service import LinkConfig, LinkService
 from flight.link.dictionary import load_dictionary
@@ -23,12 +23,12 @@ from flight.store.onboard_db import OnboardDb
 from flight.store.result_store import ResultStore
 from ground.client import GroundClient
 from tests.link.radio_relay import RadioRelay
+from tests.link.stand_in_jobs import StandInJobs
 
 REPO = Path(__file__).resolve().parents[2]
 D = load_dictionary()
 # Short timings keep two-ended tests quick; they change no protocol logic.
 FAST = LinkConfig(hk_period_s=0.1, contact_timeout_s=1.0, rto_s=0.3)
-NODE_ARGS = ["--hk-period", "0.1", "--contact-timeout", "1.0", "--rto", "0.3", "--log-level", "WARNING"]
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def relay() -> Iterator[RadioRelay]:
 
 
 class FlightUnderTest:
-    """An in-process flight side: link service, onboard store and placeholder job runner."""
+    """An in-process flight side: link service, onboard store and the stand-in job source."""
 
     def __init__(self, port: str, db_path: Path, keyfile: Path | list[Path], config: LinkConfig = FAST):
         self.db = OnboardDb(db_path)
@@ -53,7 +53,7 @@ class FlightUnderTest:
         self.service = LinkService(SerialPort(port), keys, ResultStore(self.db, D.segment_octets),
                                    AntiReplayCounter(self.db), config)
         self.jobs = JobStore(self.db)
-        self.runner = PlaceholderJobRunner(self.service, self.jobs)
+        self.runner = StandInJobs(self.service, self.jobs)
         self.runner.start()
         self.service.start(self.db.increment_boot_count())
 
@@ -83,11 +83,48 @@ def ground(relay: RadioRelay, tmp_path: Path, keyfile: Path, flight: FlightUnder
     client.close()
 
 
-class NodeProcess:
-    """`python -m flight.link.node` as a real process, to be killed with SIGKILL."""
+# The node process of the link tests: `flight run` on a small synthetic model (its output is
+# engine output all the same, computed again in process by synth_completion) with fast link
+# timers, and power levels far above what the synthetic model needs, so jobs finish quickly.
+SYNTH_N_CTX = 1024
+NODE_CONFIG = f"""[link]
+hk_period_s = 0.1
+contact_timeout_s = 1.0
+rto_s = 0.3
+[engine]
+n_ctx = {SYNTH_N_CTX}
+threads = 1
+[[power_levels]]
+name = "FAST"
+watts = 10.0
+tokens_per_s = 5000.0
+"""
 
-    def __init__(self, port: str, db: Path, keys: Path, log: Path):
-        self.args = [sys.executable, "-m", "flight.link.node", "--port", port, "--db", str(db), "--keys", str(keys), *NODE_ARGS]
+
+@pytest.fixture(scope="session")
+def synth_node_model(tmp_path_factory) -> Path:
+    from tests.synth_gguf import write_llama_gguf
+
+    return write_llama_gguf(tmp_path_factory.mktemp("node-model") / "synth.gguf", n_ctx=SYNTH_N_CTX)
+
+
+def synth_completion(model: Path, prompt: str, max_tokens: int) -> str:
+    """What the node answers a greedy job with, computed in process."""
+    from flight.engine import Engine
+
+    with Engine.load(model, threads=1, n_ctx=SYNTH_N_CTX) as engine:
+        return engine.generate(prompt, max_tokens=max_tokens).text
+
+
+class NodeProcess:
+    """`flight run` as a real process, to be killed with SIGKILL."""
+
+    def __init__(self, port: str, data_dir: Path, keys: Path, log: Path, model: Path):
+        data_dir.mkdir(exist_ok=True)
+        config = data_dir.parent / "node.toml"
+        config.write_text(NODE_CONFIG)
+        self.args = [sys.executable, "-m", "flight.cli", "run", "--port", port, "--data-dir", str(data_dir),
+                     "--keys", str(keys), "--config", str(config), "--model", str(model), "--log-level", "WARNING"]
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -107,11 +144,11 @@ class NodeProcess:
 
 
 @pytest.fixture
-def node_factory(tmp_path: Path, keyfile: Path) -> Iterator[Callable[[str], NodeProcess]]:
+def node_factory(tmp_path: Path, keyfile: Path, synth_node_model: Path) -> Iterator[Callable[[str], NodeProcess]]:
     nodes: list[NodeProcess] = []
 
     def make(port: str) -> NodeProcess:
-        node = NodeProcess(port, tmp_path / "onboard.sqlite", keyfile, tmp_path / "node.log")
+        node = NodeProcess(port, tmp_path / "node-data", keyfile, tmp_path / "node.log", synth_node_model)
         nodes.append(node)
         return node
 

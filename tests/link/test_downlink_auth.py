@@ -11,10 +11,10 @@ import pytest
 from flight.link.codec import PacketCodec, Seal
 from flight.link.dictionary import load_dictionary
 from flight.link.framing import frame
-from flight.link.placeholder_job_runner import placeholder_completion
 from flight.link.service import CommandFailure
 from ground.client import CommandError, GroundClient
 from tests.link.helpers import wait_until
+from tests.link.stand_in_jobs import result_text, stand_in_text
 
 D = load_dictionary()
 CODEC = PacketCodec(D)
@@ -127,8 +127,8 @@ def test_forged_result_is_never_archived_and_the_real_one_is(relay, flight, grou
     wait_until(lambda: ground.assembler.counters["RESULTS_UNAUTHENTIC"] == 1, what="forged result checked")
     assert ground.archive.result(job_id) is None
     ground.submit_job("orbit", 5, job_id=job_id)
-    real = "".join(text for _, text in placeholder_completion("orbit", 5)).encode()
-    assert ground.await_result(job_id, timeout=20) == real
+    real = ground.await_result(job_id, timeout=20)
+    assert result_text(real) == stand_in_text("orbit", 5)
     assert ground.archive.result(job_id) == real
 
 

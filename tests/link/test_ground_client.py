@@ -2,9 +2,9 @@
 import pytest
 
 from flight.link.dictionary import ValueCheckError
-from flight.link.placeholder_job_runner import placeholder_completion
 from ground.cli import main as ground_main
 from tests.link.helpers import hk_value
+from tests.link.stand_in_jobs import result_text, stand_in_text
 
 
 def test_arguments_are_checked_before_anything_is_sent(ground):
@@ -34,12 +34,20 @@ def test_histories_can_be_cleared(ground):
 
 
 def test_submit_job_streams_tokens_and_collects_result(ground):
-    job_id = ground.submit_job("tokens in orbit", 100)
-    text = "".join(t for _, t in placeholder_completion("tokens in orbit", 100))
-    assert ground.await_result(job_id, timeout=20).decode() == text
+    job_id = ground.submit_job("tokens in orbit", 100, stream=True)
+    text = stand_in_text("tokens in orbit", 100)
+    assert result_text(ground.await_result(job_id, timeout=20)) == text
     ground.await_event("JOB_FINISHED", lambda e: e.args["job_id"] == job_id)
     assert ground.streamed_text(job_id) == text  # nothing was lost on this clean line
-    assert ground.results()[job_id] == text.encode()
+    assert result_text(ground.results()[job_id]) == text
+
+
+def test_a_job_not_submitted_to_stream_streams_nothing(ground):
+    since = ground.history_index()
+    job_id = ground.submit_job("quiet please", 40)
+    assert result_text(ground.await_result(job_id, timeout=20)) == stand_in_text("quiet please", 40)
+    ground.await_event("JOB_FINISHED", lambda e: e.args["job_id"] == job_id, since=since)
+    assert ground.streamed_text(job_id) == ""
     reading = ground.await_telemetry("JOB_QUEUE_DEPTH")
     assert reading.limit_state == "nominal"
 

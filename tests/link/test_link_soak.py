@@ -11,7 +11,9 @@ from flight.link.framing import frame
 from tests.link.conftest import open_ground
 from tests.link.helpers import wait_until
 from tests.link.test_link_attacks import LINE_RATE, Flood, Rig, keyless_packet
-from tests.link.test_recovery import archived, expected
+from flight.link.job_result import decode_result
+from tests.link.conftest import synth_completion
+from tests.link.test_recovery import archived_texts
 
 pytestmark = pytest.mark.full
 
@@ -37,7 +39,7 @@ def test_a_minute_of_flood_with_commands_throughout(tmp_path, keyfile):
         rig.close()
 
 
-def test_flight_killed_nine_times_at_random_mid_transfer(relay, node_factory, tmp_path, keyfile):
+def test_flight_killed_nine_times_at_random_mid_transfer(relay, node_factory, tmp_path, keyfile, synth_node_model):
     rng = random.Random(9)
     node = node_factory(relay.flight_path)
     node.start()
@@ -45,7 +47,7 @@ def test_flight_killed_nine_times_at_random_mid_transfer(relay, node_factory, tm
     try:
         relay.down.drop = 0.3
         jobs = {ground.submit_job(f"job {n} from a flaky node", 400, timeout=1.0, attempts=30):
-                expected(f"job {n} from a flaky node", 400) for n in range(4)}
+                synth_completion(synth_node_model, f"job {n} from a flaky node", 400) for n in range(4)}
         for boot in range(2, 11):
             time.sleep(rng.uniform(0.05, 1.5))
             node.kill9()
@@ -56,9 +58,9 @@ def test_flight_killed_nine_times_at_random_mid_transfer(relay, node_factory, tm
             ground.await_telemetry("LINK_CONTACT", lambda v: v is True, timeout=30, since=since)
         relay.down.drop = 0.0
         for job_id, text in jobs.items():
-            assert ground.await_result(job_id, timeout=60) == text
+            assert decode_result(ground.await_result(job_id, timeout=60))["text"] == text
         wait_until(lambda: ground.await_telemetry("DL_RESULTS_PENDING", since=ground.history_index()).value == 0,
                    timeout=30, what="every result acknowledged onboard")
     finally:
         ground.close()
-    assert archived(tmp_path / "ground.sqlite") == jobs
+    assert archived_texts(tmp_path / "ground.sqlite") == jobs

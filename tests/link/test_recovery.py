@@ -4,21 +4,21 @@ import sqlite3
 import subprocess
 import sys
 
-from flight.link.placeholder_job_runner import placeholder_completion
+from flight.link.job_result import decode_result
 from ground.client import GroundClient
-from tests.link.conftest import REPO, FlightUnderTest, open_ground
+from tests.link.conftest import REPO, FlightUnderTest, open_ground, synth_completion
 from tests.link.helpers import arsn_of, response_to, wait_until
 
 PING_OPCODE = 0x0101
 
 
-def expected(prompt: str, tokens: int) -> bytes:
-    return "".join(text for _, text in placeholder_completion(prompt, tokens)).encode()
-
-
 def archived(path) -> dict[int, bytes]:
     with sqlite3.connect(path) as conn:
         return dict(conn.execute("SELECT job_id, data FROM results"))
+
+
+def archived_texts(path) -> dict[int, str]:
+    return {job_id: decode_result(data)["text"] for job_id, data in archived(path).items()}
 
 
 def segments_held(path) -> int:
@@ -29,21 +29,21 @@ def segments_held(path) -> int:
         return 0
 
 
-def test_flight_killed_mid_transfer(relay, node_factory, tmp_path, keyfile):
+def test_flight_killed_mid_transfer(relay, node_factory, tmp_path, keyfile, synth_node_model):
     node = node_factory(relay.flight_path)
     node.start()
     ground = open_ground(relay, tmp_path, keyfile)
     try:
         relay.down.drop = 0.6  # a poor pass: the transfer is still partial when the node dies
         jobs = {ground.submit_job(f"job {n} says hello from orbit", 700, timeout=1.0, attempts=20):
-                expected(f"job {n} says hello from orbit", 700) for n in range(3)}
+                synth_completion(synth_node_model, f"job {n} says hello from orbit", 700) for n in range(3)}
         wait_until(lambda: ground.assembler.counters["SEGMENTS_NEW"] >= 3, what="some segments")
         node.kill9()
         relay.down.drop = 0.0
         node.start()
         ground.await_telemetry("LINK_BOOT_COUNT", lambda v: v == 2, timeout=20)
         for job_id, text in jobs.items():
-            assert ground.await_result(job_id, timeout=30) == text
+            assert decode_result(ground.await_result(job_id, timeout=30))["text"] == text
         wait_until(lambda: ground.await_telemetry("DL_RESULTS_PENDING", since=ground.history_index()).value == 0,
                    what="flight has every result acknowledged")
         # A further restart sends nothing again: every result is delivered in the onboard store.
@@ -53,7 +53,7 @@ def test_flight_killed_mid_transfer(relay, node_factory, tmp_path, keyfile):
         assert ground.await_telemetry("DL_RESULTS_PENDING", since=ground.history_index()).value == 0
     finally:
         ground.close()
-    assert archived(tmp_path / "ground.sqlite") == jobs
+    assert archived_texts(tmp_path / "ground.sqlite") == jobs
 
 
 def test_replay_refused_after_flight_kill9(relay, node_factory, tmp_path, keyfile):

@@ -9,7 +9,6 @@ from flight.link.codec import PacketCodec
 from flight.link.dictionary import load_dictionary
 from flight.link.event_reporter import EventReporter
 from flight.link.keys import KeyRing
-from flight.link.placeholder_job_runner import placeholder_completion
 from flight.link.result_downlink import ResultDownlink
 from flight.link.sack import from_ranges, to_ranges
 from flight.link.sdls import result_mac
@@ -21,6 +20,7 @@ from ground.result_assembly import ResultAssembler
 from ground.client import GroundClient
 from tests.link.conftest import open_ground
 from tests.link.helpers import wait_until
+from tests.link.stand_in_jobs import result_text, stand_in_text
 
 D = load_dictionary()
 CODEC = PacketCodec(D)
@@ -109,10 +109,11 @@ def test_jobs_complete_end_to_end_through_an_impaired_radio(relay, flight, tmp_p
         jobs = {}
         for prompt, tokens in (("short answer", 3), ("a longer answer spanning many segments", 2000), ("x", 1)):
             job_id = ground.submit_job(prompt, tokens, timeout=1.0, attempts=20)
-            jobs[job_id] = "".join(text for _, text in placeholder_completion(prompt, tokens)).encode()
+            jobs[job_id] = stand_in_text(prompt, tokens)
         for job_id, text in jobs.items():
-            assert ground.await_result(job_id, timeout=30) == text
-        assert ground.results() == jobs
+            assert result_text(ground.await_result(job_id, timeout=30)) == text
+        assert {job_id: result_text(data) for job_id, data in ground.results().items()} == jobs
+        assert max(len(data) for data in ground.results().values()) > 4 * D.segment_octets  # several segments
         wait_until(lambda: not flight.service.results.pending_results(), what="all results acknowledged")
     finally:
         ground.close()

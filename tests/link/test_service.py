@@ -34,7 +34,7 @@ def test_failed_command_reports_reason_and_counts(ground):
     assert event.args["command"] == "JOB_SUBMIT" and "DUPLICATE_JOB" in event.message
     # Resubmitting the very same job is idempotent and completes.
     again = ground.send_and_await_completion("JOB_SUBMIT", job_id=5, max_tokens=3, prompt="first")
-    assert again.data == {"job_id": 5, "new": False}
+    assert again.data == {"job_id": 5, "new": False, "prompt_tokens": 1}
     assert hk_value(ground, "CMD_FAILED", lambda v: v == 1) == 1
     assert hk_value(ground, "CMD_EXECUTED", lambda v: v == 2) == 2
     assert hk_value(ground, "CMD_ACCEPTED", lambda v: v == 3) == 3

@@ -4,9 +4,9 @@ from hypothesis import given, settings, strategies as st
 
 from flight.link.codec import PacketCodec
 from flight.link.dictionary import load_dictionary
-from flight.link.placeholder_job_runner import placeholder_completion
 from flight.link.token_stream import token_packets
 from tests.link.helpers import hk_value
+from tests.link.stand_in_jobs import result_text, stand_in_text
 
 D = load_dictionary()
 CODEC = PacketCodec(D)
@@ -32,9 +32,9 @@ def test_every_packet_fits_and_the_stream_reassembles(tokens, first_index):
 
 def test_a_job_whose_token_texts_exceed_a_packet_streams_whole(flight, ground):
     prompt = "ω" * 900  # one 1800-octet word: each stand-in token is 1801 octets of text
-    job_id = ground.submit_job(prompt, 40)
-    text = "".join(t for _, t in placeholder_completion(prompt, 40))
-    assert ground.await_result(job_id, timeout=30).decode() == text
+    job_id = ground.submit_job(prompt, 40, stream=True)
+    text = stand_in_text(prompt, 40)
+    assert result_text(ground.await_result(job_id, timeout=30)) == text
     ground.await_event("JOB_FINISHED", lambda e: e.args["job_id"] == job_id)
     assert hk_value(ground, "LINK_PACKETS_DROPPED", lambda v: True) == 0
     assert ground.streamed_text(job_id) == text

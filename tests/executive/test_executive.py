@@ -1,0 +1,235 @@
+"""The executive with its real parts: the engine supervisor and its child on a small synthetic
+model, the onboard SQLite stores, the sim sensors, the mode machine and the accountant. Only the
+link is replaced, by a recorder of what the executive hands it (its whole interface is three
+calls), so each test sees the results, streams and events exactly as they would go down.
+
+Covers: a higher-priority job preempts a running one at a token boundary and both end with the
+tokens of uninterrupted runs; progress is committed at least every 16 tokens; cancel of a running
+and of a queued job; auto_inference off waits for MODE_SET INFERENCE; a battery at its floor keeps
+the node idle with the reason in housekeeping; POWER_LEVEL_SET caps the level.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flight.config import DEFAULT_POWER_LEVELS
+from flight.engine import Engine
+from flight.executive.accounting import Accountant
+from flight.executive.cost_model import CostModel
+from flight.executive.engine_supervisor import EngineSupervisor
+from flight.executive.executive import SAVE_EVERY, Executive, ExecutiveConfig
+from flight.executive.job_service import JobService
+from flight.executive.modes import ModeMachine
+from flight.link.dictionary import load_dictionary
+from flight.link.job_result import decode_result
+from flight.link.service import CommandFailure, CommandOrigin
+from flight.sensors.sim import SimConfig, SimSensors
+from flight.store.job_store import JobStore
+from flight.store.mode_store import PersistedMode
+from flight.store.onboard_db import OnboardDb
+from tests.synth_gguf import write_llama_gguf
+
+D = load_dictionary()
+ORIGIN = CommandOrigin(spi=1, arsn=1)
+N_CTX = 256
+
+
+class Recorder:
+    """The link as the executive sees it: results, token streams and events, recorded."""
+
+    def __init__(self) -> None:
+        self.results: dict[int, dict[str, Any]] = {}
+        self.streams: dict[int, list[tuple[int, list[tuple[int, str]]]]] = {}
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.lock = threading.Lock()
+
+    def publish_result(self, job_id: int, data: bytes, spi: int | None) -> bool:
+        with self.lock:
+            self.results[job_id] = decode_result(data)
+        return True
+
+    def send_tokens(self, job_id: int, first_index: int, tokens: list[tuple[int, str]]) -> None:
+        with self.lock:
+            self.streams.setdefault(job_id, []).append((first_index, tokens))
+
+    def emit_event(self, name: str, **args: Any) -> bool:
+        with self.lock:
+            self.events.append((name, args))
+        return True
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [args for n, args in self.events if n == name]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return write_llama_gguf(tmp_path_factory.mktemp("synth") / "m.gguf", n_ctx=N_CTX)
+
+
+@pytest.fixture(scope="module")
+def reference(model):
+    def run(prompt: str, n: int, **kw: Any) -> list[int]:
+        with Engine.load(model, threads=1, n_ctx=N_CTX) as e:
+            return e.generate(prompt, max_tokens=n, **kw).tokens
+    return run
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, model: Path, *, n_batch: int = 1, auto_inference: bool = True,
+                 sim: SimConfig | None = None, rate: float = 400.0):
+        self.db = OnboardDb(tmp_path / "onboard.sqlite")
+        self.store = JobStore(self.db)
+        self.link = Recorder()
+        # the default levels' watts, with tokens/s scaled so the highest is `rate` (the sim's cap)
+        top = DEFAULT_POWER_LEVELS[-1].tokens_per_s
+        levels = tuple(type(level)(level.name, level.watts, rate * level.tokens_per_s / top)
+                       for level in DEFAULT_POWER_LEVELS)
+        self.executive: Executive | None = None
+        self.engine = EngineSupervisor(model, 1, N_CTX, n_batch=n_batch, on_token=lambda e: self.executive.on_token(e),
+                                       on_done=lambda j: self.executive.on_done(j))
+        self.engine.start()
+        self.modes = ModeMachine(D, PersistedMode(self.db), lambda *change: self.executive.on_mode_change(*change))
+        self.sensors = SimSensors(sim or SimConfig())
+        self.executive = Executive(
+            ExecutiveConfig(levels=levels, n_batch=n_batch, n_ctx=N_CTX, tick_hz=20.0, auto_inference=auto_inference),
+            D, self.engine, self.link, self.sensors, self.store, self.modes, Accountant(CostModel()))
+        self.jobs = JobService(self.store, self.executive, self.engine, N_CTX, self.link.emit_event, time.time)
+        self.handlers = {**self.jobs.handlers(), **self.executive.handlers()}
+        self.next_id = 1
+
+    def start(self) -> Rig:
+        self.executive.start()
+        return self
+
+    def command(self, name: str, **args: Any) -> Any:
+        return self.handlers[name](D.command_by_name[name].check_args(D.command_by_name[name].order_args(args)), ORIGIN)
+
+    def submit(self, prompt: str, max_tokens: int, **kw: Any) -> int:
+        job_id, self.next_id = self.next_id, self.next_id + 1
+        self.command("JOB_SUBMIT", job_id=job_id, prompt=prompt, max_tokens=max_tokens, **kw)
+        return job_id
+
+    def wait(self, predicate, timeout: float = 60.0, what: str = "condition") -> None:
+        end = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > end:
+                raise TimeoutError(f"{what} not met in {timeout} s; events {self.link.events[-10:]}")
+            time.sleep(0.02)
+
+    def result(self, job_id: int, timeout: float = 60.0) -> dict[str, Any]:
+        self.wait(lambda: job_id in self.link.results, timeout, f"result of job {job_id}")
+        return self.link.results[job_id]
+
+    def stop(self) -> None:
+        self.executive.stop(engine_stop=self.engine.stop)
+        self.db.close()
+
+
+@pytest.fixture
+def rig_factory(tmp_path, model):
+    rigs: list[Rig] = []
+
+    def make(**kw: Any) -> Rig:
+        rig = Rig(tmp_path, model, **kw)
+        rigs.append(rig)
+        return rig
+
+    yield make
+    for rig in rigs:
+        rig.stop()
+
+
+def test_higher_priority_preempts_at_a_token_boundary_and_both_equal_uninterrupted_runs(rig_factory, reference):
+    rig = rig_factory(n_batch=1, rate=150.0).start()
+    low = rig.submit("the low priority job", 120, temperature=0.9, seed=5)
+    rig.wait(lambda: len(rig.link.named("JOB_STARTED")) >= 1 and rig.store.progress(low) is not None,
+             what="the low job under way")
+    high = rig.submit("urgent", 24, priority=10)
+    high_result = rig.result(high)
+    low_result = rig.result(low)
+    assert [e["job_id"] for e in rig.link.named("JOB_PREEMPTED")] == [low]
+    assert low_result["preemptions"] == 1 and high_result["preemptions"] == 0
+    assert low_result["tokens"] == reference("the low priority job", 120, temperature=0.9, seed=5)
+    assert high_result["tokens"] == reference("urgent", 24)
+    finished = [e["job_id"] for e in rig.link.named("JOB_FINISHED")]
+    assert finished == [high, low]
+    for r in (low_result, high_result):
+        assert r["joules"] > 0 and r["cost_usd"] > 0 and r["compute_s"] > 0
+        assert r["joules_per_token"] == pytest.approx(r["joules"] / len(r["tokens"]))
+
+
+def test_progress_is_committed_at_least_every_16_tokens(rig_factory):
+    rig = rig_factory(rate=100.0).start()
+    job = rig.submit("progress", 100)
+    seen: list[int] = []
+    while job not in rig.link.results:
+        progress = rig.store.progress(job)
+        if progress is not None and (not seen or seen[-1] != len(progress.tokens)):
+            seen.append(len(progress.tokens))
+        time.sleep(0.005)
+    assert seen and all(0 < b - a <= SAVE_EVERY for a, b in zip([0] + seen, seen)), seen
+
+
+def test_cancel_running_and_queued_jobs(rig_factory):
+    rig = rig_factory(n_batch=1, rate=100.0).start()
+    running = rig.submit("running job", 200)
+    queued = rig.submit("queued job", 50)
+    rig.wait(lambda: rig.link.named("JOB_STARTED"), what="first job started")
+    time.sleep(0.2)
+    assert rig.command("JOB_CANCEL", job_id=queued)["tokens_done"] == 0
+    assert rig.command("JOB_CANCEL", job_id=running)["tokens_done"] > 0
+    for job in (running, queued):
+        assert rig.result(job)["stop_reason"] == "cancelled"
+    assert rig.link.results[queued]["tokens"] == []
+    assert 0 < len(rig.link.results[running]["tokens"]) < 200
+    for job_id, reason in ((running, "JOB_ENDED"), (999, "UNKNOWN_JOB")):
+        with pytest.raises(CommandFailure) as failure:
+            rig.command("JOB_CANCEL", job_id=job_id)
+        assert failure.value.reason == reason
+
+
+def test_with_auto_inference_off_jobs_wait_for_mode_set_inference(rig_factory):
+    rig = rig_factory(auto_inference=False).start()
+    job = rig.submit("waits", 8)
+    time.sleep(0.5)
+    assert rig.modes.mode == "STANDBY" and job not in rig.link.results
+    assert rig.executive.channels()["SCHED_REASON"] == D.enum_value("SCHED_REASON", "IDLE_MODE")
+    with pytest.raises(CommandFailure) as refused:
+        rig.command("MODE_SET", mode=D.enum_value("MODE", "SAFE"))
+        rig.command("MODE_SET", mode=D.enum_value("MODE", "INFERENCE"))  # SAFE -> INFERENCE is not allowed
+    assert refused.value.reason == "MODE_REFUSED"
+    rig.command("MODE_SET", mode=D.enum_value("MODE", "STANDBY"))
+    rig.command("MODE_SET", mode=D.enum_value("MODE", "INFERENCE"))
+    assert rig.result(job)["stop_reason"] in ("limit", "eos")
+    causes = [(e["mode"], e["cause"]) for e in rig.link.named("MODE_CHANGED")]
+    assert causes[-1] == (D.enum_value("MODE", "INFERENCE"), D.enum_value("MODE_CAUSE", "COMMAND"))
+
+
+def test_battery_at_its_floor_keeps_the_node_idle(rig_factory):
+    rig = rig_factory(sim=SimConfig(battery_start_wh=10.0, solar_w=0.0)).start()
+    job = rig.submit("no energy", 8)
+    time.sleep(0.5)
+    assert job not in rig.link.results
+    assert rig.executive.channels()["SCHED_REASON"] in (D.enum_value("SCHED_REASON", "IDLE_ENERGY_FLOOR"),
+                                                        D.enum_value("SCHED_REASON", "IDLE_MODE"))
+    assert rig.modes.mode == "STANDBY"  # auto_inference waits for energy
+
+
+def test_power_level_cap_and_context_overflow(rig_factory):
+    rig = rig_factory().start()
+    rig.command("POWER_LEVEL_SET", max_level=0)
+    job = rig.submit("capped", 16)
+    rig.result(job)
+    assert rig.executive.channels()["SCHED_MAX_LEVEL"] == 0
+    with pytest.raises(CommandFailure) as failure:
+        rig.command("POWER_LEVEL_SET", max_level=len(DEFAULT_POWER_LEVELS))
+    assert failure.value.reason == "BAD_ARGUMENT"
+    with pytest.raises(CommandFailure) as overflow:
+        rig.submit("too long", N_CTX)
+    assert overflow.value.reason == "CONTEXT_OVERFLOW"

@@ -1,0 +1,154 @@
+"""`flight run` as operators run it, with `hil link --pty` and `ground` as real processes and the
+real model: a greedy job over the paced link equals `flight generate`, SIGTERM stops the node
+within 5 s with the running job's progress saved, and bad input is one line and exit code 2 with
+nothing stored touched."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from flight.link.keys import write_new_key_file
+from tests.node.helpers import BIN, REPO, FlightRun, HilLink, flight_generate, ground, new_keys, write_config
+
+PROMPT = "The three most useful things a satellite in low Earth orbit can do are"
+
+
+@pytest.fixture
+def link():
+    hil = HilLink()
+    yield hil
+    hil.stop()
+
+
+def test_ground_submit_greedy_equals_flight_generate(link, tmp_path):
+    keys = new_keys(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    node = FlightRun(link.flight, keys, data, tmp_path / "flight.log", "--config", str(write_config(tmp_path / "n.toml")))
+    node.start()
+    try:
+        out = ground(link.ground, keys, tmp_path / "ground.sqlite", "submit", "--prompt", PROMPT, "--max-tokens", "48",
+                     "--temperature", "0", "--json")
+        assert out.returncode == 0, out.stderr
+        result = json.loads(out.stdout)
+    finally:
+        node.stop()
+    reference = flight_generate(PROMPT, 48)
+    assert result["text"] == reference["text"]
+    assert result["tokens"] == reference["tokens"]
+    assert result["stop_reason"] in ("limit", "eos")
+    assert result["joules"] > 0 and result["cost_usd"] > 0
+
+
+def test_sigterm_stops_within_5_s_saving_the_running_job(link, tmp_path):
+    keys = new_keys(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    node = FlightRun(link.flight, keys, data, tmp_path / "flight.log", "--config", str(write_config(tmp_path / "n.toml")))
+    node.start()
+    out = ground(link.ground, keys, tmp_path / "ground.sqlite", "submit", "--prompt", PROMPT, "--max-tokens", "1500",
+                 "--no-wait", "--json")
+    assert out.returncode == 0, out.stderr
+    job_id = json.loads(out.stdout)["job_id"]
+    db = data / "onboard.sqlite"
+    deadline = time.monotonic() + 60
+    while not _progress_tokens(db, job_id):
+        assert time.monotonic() < deadline, "no progress saved"
+        time.sleep(0.1)
+    code, took = node.terminate()
+    assert code == 0 and took < 5.0, (code, took, node.log_text()[-1500:])
+    saved = _progress_tokens(db, job_id)
+    assert 0 < saved < 1500
+    assert "Traceback" not in node.log_text()
+
+
+def _progress_tokens(db: Path, job_id: int) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            row = conn.execute("SELECT length(tokens) / 4 FROM job_progress WHERE job_id = ?", (job_id,)).fetchone()
+    except sqlite3.OperationalError:
+        return 0
+    return row[0] if row else 0
+
+
+def run_flight(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "flight"), "run", *argv], cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("case", ["no keys", "bad keys", "no model", "no data dir", "data dir is a file", "no port",
+                                  "bad config value", "unknown config key", "bad threads", "sensors not built",
+                                  "bad baud", "unreadable config", "only a recovery key", "same key file twice",
+                                  "bad log level", "nan timer"])
+def test_bad_input_is_one_line_and_exit_2_touching_nothing(case, tmp_path, link):
+    keys = new_keys(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    argv = {"--port": link.flight, "--keys": str(keys), "--data-dir": str(data)}
+    extra: list[str] = []
+    expect = ""
+    if case == "no keys":
+        argv["--keys"], expect = str(tmp_path / "absent.json"), "absent.json"
+    elif case == "bad keys":
+        bad = tmp_path / "bad.json"
+        bad.write_text("{not json")
+        os.chmod(bad, 0o600)
+        argv["--keys"], expect = str(bad), "bad.json"
+    elif case == "no model":
+        extra, expect = ["--model", str(tmp_path / "absent.gguf")], "absent.gguf"
+    elif case == "no data dir":
+        argv["--data-dir"], expect = str(tmp_path / "nowhere"), "does not exist"
+    elif case == "data dir is a file":
+        (tmp_path / "file").write_text("")
+        argv["--data-dir"], expect = str(tmp_path / "file"), "not a directory"
+    elif case == "no port":
+        argv["--port"], expect = "/dev/ttyNOPE9", "/dev/ttyNOPE9"
+    elif case == "bad config value":
+        extra, expect = ["--config", str(write_config(tmp_path / "n.toml", "[engine]\nn_ctx = -4\n"))], "n_ctx"
+    elif case == "unknown config key":
+        extra, expect = ["--config", str(write_config(tmp_path / "n.toml", "[engine]\nthreds = 1\n"))], "threds"
+    elif case == "bad threads":
+        extra, expect = ["--threads", "0"], "threads"
+    elif case == "sensors not built":
+        extra, expect = ["--sensors", "jetson"], "jetson"
+    elif case == "bad baud":
+        extra, expect = ["--baud", "fast"], "baud"
+    elif case == "unreadable config":
+        extra, expect = ["--config", str(tmp_path / "absent.toml")], "absent.toml"
+    elif case == "only a recovery key":
+        recovery = tmp_path / "recovery.json"
+        write_new_key_file(recovery, spi=9, role="recovery")
+        argv["--keys"], expect = str(recovery), "no operations key"
+    elif case == "same key file twice":
+        extra, expect = ["--keys", str(keys)], "SPI 1 is in both key files"
+    elif case == "bad log level":
+        extra, expect = ["--log-level", "loud"], "--log-level"
+    elif case == "nan timer":
+        extra, expect = ["--config", str(write_config(tmp_path / "n.toml", "[executive]\ntick_hz = nan\n"))], "tick_hz"
+    out = run_flight(*[x for pair in argv.items() for x in pair], *extra)
+    assert out.returncode == 2, out
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and expect in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
+    if data.is_dir():
+        assert list(data.iterdir()) == [], "a failed start created files"
+
+
+def test_runs_with_a_lower_case_log_level_and_two_key_files_and_stops_on_sigterm(link, tmp_path):
+    keys = new_keys(tmp_path)
+    recovery = tmp_path / "recovery.json"
+    write_new_key_file(recovery, spi=100, role="recovery")
+    data = tmp_path / "data"
+    data.mkdir()
+    node = FlightRun(link.flight, keys, data, tmp_path / "flight.log", "--keys", str(recovery),
+                     "--config", str(write_config(tmp_path / "n.toml")))
+    node.args[node.args.index("INFO")] = "info"
+    node.start()
+    code, took = node.terminate()
+    assert code == 0 and took < 5.0
+    assert "LINK_STARTED" in node.log_text() and "Traceback" not in node.log_text()
