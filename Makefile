@@ -33,9 +33,9 @@ $(BUILT): $(DEPS) setup.py pyproject.toml $(wildcard csrc/*.c csrc/*.h flight/en
 setup: $(DEPS)
 build: $(BUILT)
 
+# flight run and the ground over hil link: three jobs, one preempted, one streamed, J and $ per token
 demo: build
-	$(VENV)/bin/flight generate --chat --max-tokens 64 \
-	    --prompt "In two sentences, why would anyone run AI inference on a satellite?"
+	$(PY) scripts/demo.py
 
 test: build
 	$(PY) -m pytest -q

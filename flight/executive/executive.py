@@ -368,6 +368,11 @@ class Executive:
             "preemptions": run.preemptions, "restarts": run.restarts, "finished": self.clock(),
         }
         data = encode_result(fields, self._d)
+        with self._lock:  # the stream's last tokens go before the result, never after it
+            pieces, first = run.pieces, run.streamed_n
+            run.pieces = []
+        if pieces:
+            self._downlink.send_tokens(job.job_id, first, pieces)
         self._downlink.publish_result(job.job_id, data, job.spi)
         with self._lock:
             self._runs.pop(job.job_id, None)

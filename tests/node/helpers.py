@@ -109,6 +109,7 @@ def ground(port: str, keys: Path, archive: Path, *argv: str, timeout: float = 12
 
 
 def flight_generate(prompt: str, max_tokens: int, *extra: str) -> dict:
+    """`flight generate --json`, greedy unless extra gives --temperature (the last flag wins)."""
     out = subprocess.run([str(BIN / "flight"), "generate", "--prompt", prompt, "--max-tokens", str(max_tokens),
                           "--temperature", "0", "--json", *extra], cwd=REPO, capture_output=True, text=True,
                          timeout=120, check=True)

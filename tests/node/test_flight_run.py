@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import time
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from flight.link.job_result import decode_result
 from flight.link.keys import write_new_key_file
+from ground.client import GroundClient
 from tests.node.helpers import BIN, REPO, FlightRun, HilLink, flight_generate, ground, new_keys, write_config
 
 PROMPT = "The three most useful things a satellite in low Earth orbit can do are"
@@ -152,3 +155,30 @@ def test_runs_with_a_lower_case_log_level_and_two_key_files_and_stops_on_sigterm
     code, took = node.terminate()
     assert code == 0 and took < 5.0
     assert "LINK_STARTED" in node.log_text() and "Traceback" not in node.log_text()
+
+
+@pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP], ids=["engine killed", "engine hung"])
+def test_engine_killed_or_hung_inside_flight_run_is_respawned_and_the_job_resumes(link, tmp_path, fault):
+    keys = new_keys(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    node = FlightRun(link.flight, keys, data, tmp_path / "flight.log", "--config", str(write_config(tmp_path / "n.toml")))
+    node.start()
+    client = GroundClient(link.ground, keys=keys, archive=tmp_path / "ground.sqlite", sack_interval_s=0.2).connect()
+    try:
+        client.await_telemetry("LINK_CONTACT", lambda v: v is True, timeout=20)
+        pid = client.await_telemetry("ENGINE_PID", lambda v: v > 0, timeout=20).value
+        job = client.submit_job(PROMPT, 200, temperature=0.8, seed=99, timeout=5.0)
+        client.await_telemetry("ENGINE_TOKENS", lambda v: v >= 20, timeout=30)
+        os.kill(pid, fault)
+        event = client.await_event("ENGINE_RESTARTED", timeout=30)
+        result = decode_result(client.await_result(job, timeout=120))
+        new_pid = client.await_telemetry("ENGINE_PID", since=client.history_index(), timeout=10).value
+    finally:
+        client.close()
+        node.stop()
+    assert ("DIED" if fault == signal.SIGKILL else "SILENT") in event.message
+    assert new_pid != pid
+    assert result["restarts"] == 1
+    reference = flight_generate(PROMPT, 200, "--temperature", "0.8", "--seed", "99")
+    assert result["tokens"] == reference["tokens"]
