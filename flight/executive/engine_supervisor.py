@@ -374,10 +374,36 @@ class EngineSupervisor:
         return req.ids
 
     def restart(self) -> None:
-        """Kill and respawn the engine now (ENGINE_RESTART); every job resumes exactly."""
+        """Kill and respawn the engine now (ENGINE_RESTART); every job resumes exactly. A
+        supervisor that had given up (failed) starts afresh: EngineError if the model still
+        does not load."""
         with self._lock:
-            self._restart_requested = True
-        self._wake()
+            failed = self.failed is not None and not self._closing
+            self._restart_requested = not failed
+        if failed:
+            self._revive()
+        else:
+            self._wake()
+
+    def _revive(self) -> None:
+        """Start again after giving up: the old thread has ended (or is ending) by itself."""
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            self._thread = None
+            self._ended = False
+            self.failed = None
+            self._load_failures = 0
+        try:
+            self.start()
+        except EngineError as exc:
+            with self._lock:
+                self.failed = f"the engine failed to restart: {exc}"
+                self._ended = True
+            raise
+        self.restarts += 1
+        self.restart_counts["command"] += 1
+        self.last_restart_cause = "command"
 
     def stop(self) -> None:
         """Stop every job at its next token boundary (each ends with stop_reason "request"

@@ -53,6 +53,7 @@ class EngineControl(Protocol):
     """What the executive asks of the engine (flight.executive.engine_supervisor)."""
 
     state: str  # "stopped", "idle", "running" or "failed"
+    failed: str | None  # why it gave up, when failed
     restarts: int
     last_restart_cause: str | None
 
@@ -237,7 +238,10 @@ class Executive:
         return {"max_level": level}
 
     def _engine_restart(self, args: dict[str, Any], origin: CommandOrigin) -> None:
-        self._engine.restart()
+        try:
+            self._engine.restart()
+        except Exception as exc:  # EngineError: a failed engine that still does not load
+            raise CommandFailure("ENGINE_UNAVAILABLE", str(exc)) from None
 
     def _make_scheduler(self) -> Scheduler:
         c = self.config
@@ -326,6 +330,13 @@ class Executive:
             self._ended_job(run, engine_job, shutting_down)
 
     def _ended_job(self, run: _Run, engine_job: Any, shutting_down: bool) -> None:
+        if engine_job.error is not None and self._engine.state in ("failed", "stopped"):
+            # the engine gave up (or is stopping), not the job: it waits for the engine
+            with self._lock:
+                run.tokens, run.rng_state = list(engine_job.tokens), engine_job.rng_state
+                run.state = "queued"
+            self._save_progress(run)
+            return
         if engine_job.error is not None:
             with self._lock:
                 self._runs.pop(run.job.job_id, None)
@@ -406,7 +417,7 @@ class Executive:
             self._rate = None  # a new child: send the cap again
         failed = self._engine.state == "failed"
         if failed and not self._engine_failed_reported:
-            self._downlink.emit_event("ENGINE_FAILED", detail=str(getattr(self._engine, "failed", ""))[:200])
+            self._downlink.emit_event("ENGINE_FAILED", detail=str(self._engine.failed)[:200])
         self._engine_failed_reported = failed
 
     def _auto_mode(self, reading: SensorReading) -> None:

@@ -82,7 +82,7 @@ def reference(model):
 
 class Rig:
     def __init__(self, tmp_path: Path, model: Path, *, n_batch: int = 1, auto_inference: bool = True,
-                 sim: SimConfig | None = None, rate: float = 400.0):
+                 sim: SimConfig | None = None, rate: float = 400.0, model_path: Path | None = None):
         self.db = OnboardDb(tmp_path / "onboard.sqlite")
         self.store = JobStore(self.db)
         self.link = Recorder()
@@ -91,7 +91,7 @@ class Rig:
         levels = tuple(type(level)(level.name, level.watts, rate * level.tokens_per_s / top)
                        for level in DEFAULT_POWER_LEVELS)
         self.executive: Executive | None = None
-        self.engine = EngineSupervisor(model, 1, N_CTX, n_batch=n_batch, on_token=lambda e: self.executive.on_token(e),
+        self.engine = EngineSupervisor(model_path or model, 1, N_CTX, n_batch=n_batch, on_token=lambda e: self.executive.on_token(e),
                                        on_done=lambda j: self.executive.on_done(j))
         self.engine.start()
         self.modes = ModeMachine(D, PersistedMode(self.db), lambda *change: self.executive.on_mode_change(*change))
@@ -233,3 +233,29 @@ def test_power_level_cap_and_context_overflow(rig_factory):
     with pytest.raises(CommandFailure) as overflow:
         rig.submit("too long", N_CTX)
     assert overflow.value.reason == "CONTEXT_OVERFLOW"
+
+
+def test_a_failed_engine_keeps_jobs_queued_and_engine_restart_revives_it(rig_factory, model, tmp_path, reference):
+    import os
+    import shutil
+    import signal
+
+    own = tmp_path / "own.gguf"
+    shutil.copy(model, own)
+    rig = rig_factory(rate=40.0, model_path=own).start()
+    job = rig.submit("survives the engine", 64, temperature=0.7, seed=3)
+    rig.wait(lambda: rig.store.progress(job) is not None, what="progress")
+    good = own.read_bytes()
+    own.write_bytes(b"GGUF broken")  # the next loads fail: the supervisor gives up
+    os.kill(rig.engine.pid, signal.SIGKILL)
+    rig.wait(lambda: rig.engine.state == "failed", what="engine failed")
+    rig.wait(lambda: rig.link.named("ENGINE_FAILED"), what="ENGINE_FAILED event")
+    time.sleep(0.3)
+    assert job not in rig.link.results and rig.store.job(job)[1] == "queued"
+    assert rig.executive.channels()["SCHED_REASON"] == D.enum_value("SCHED_REASON", "IDLE_ENGINE")
+    with pytest.raises(CommandFailure) as still_broken:
+        rig.command("ENGINE_RESTART")
+    assert still_broken.value.reason == "ENGINE_UNAVAILABLE"
+    own.write_bytes(good)
+    rig.command("ENGINE_RESTART")
+    assert rig.result(job)["tokens"] == reference("survives the engine", 64, temperature=0.7, seed=3)
