@@ -43,6 +43,7 @@ from flight.link.serial_port import SerialPort
 from flight.link.service import CommandOrigin, LinkConfig, LinkService
 from flight.sensors.sim import SimSensors
 from flight.store.anti_replay import AntiReplayCounter
+from flight.store.counter_store import PersistedCounters
 from flight.store.job_store import JobStore
 from flight.store.mode_store import PersistedMode
 from flight.store.onboard_db import OnboardDb
@@ -137,7 +138,8 @@ class Node:
                             thermal_limit_c=sched_cfg["thermal_limit_c"], thermal_margin_c=sched_cfg["thermal_margin_c"],
                             aging_per_s=sched_cfg["aging_per_s"], hysteresis=sched_cfg["hysteresis"],
                             horizon_min_s=sched_cfg["horizon_min_s"], cap_throughput=True),
-            dictionary, self.engine, self.link, self.sensors, self.jobs, self.modes, self.accountant, on_tick=on_tick)
+            dictionary, self.engine, self.link, self.sensors, self.jobs, self.modes, self.accountant,
+            PersistedCounters(self.db), on_tick=on_tick)
         self.job_service = JobService(self.jobs, self.executive, self.engine, self.loaded["n_ctx"],
                                       self.link.emit_event, clock=self.executive.clock)
         for name, handler in {**self.job_service.handlers(), **self.executive.handlers(),

@@ -46,6 +46,10 @@ from flight.store.job_store import Job, JobStore
 log = logging.getLogger(__name__)
 
 SAVE_EVERY = 16  # tokens between progress commits (the issue's bound)
+COUNTERS_SAVE_S = 10.0  # lifetime counters are also saved at every job's end and at stop
+# Housekeeping counters that count over the node's life (persisted), not since this start.
+LIFETIME = ("JOB_SUBMITTED", "JOB_COMPLETED", "JOB_PREEMPTIONS", "JOB_CANCELLED", "JOB_FAILED", "ENGINE_TOKENS",
+            "ACCT_JOULES", "ACCT_TOKENS", "ACCT_USD")
 _LATENESS_WINDOW_S = 10.0
 
 
@@ -65,6 +69,12 @@ class EngineControl(Protocol):
     def set_rate(self, tokens_per_s: float | None) -> None: ...
 
     def restart(self) -> None: ...
+
+
+class CounterStore(Protocol):
+    def load(self) -> dict[str, float]: ...
+
+    def save(self, values: dict[str, float]) -> None: ...
 
 
 class Downlink(Protocol):
@@ -113,7 +123,8 @@ class _Run:
 class Executive:
     def __init__(self, config: ExecutiveConfig, dictionary: Dictionary, engine: EngineControl, downlink: Downlink,
                  sensors: SensorBackend, jobs: JobStore, modes: ModeMachine, accountant: Accountant,
-                 clock: Callable[[], float] = time.time, on_tick: Callable[[], object] | None = None):
+                 counters: CounterStore, clock: Callable[[], float] = time.time,
+                 on_tick: Callable[[], object] | None = None):
         self.config = config
         self._d = dictionary
         self._engine = engine
@@ -122,6 +133,9 @@ class Executive:
         self._store = jobs
         self._modes = modes
         self._acct = accountant
+        self._counter_store = counters
+        self._base: dict[str, float] = {}  # lifetime counters as of this start
+        self._counters_saved = time.monotonic()
         self.clock = clock
         self._on_tick = on_tick  # after every tick (the systemd watchdog)
         self._lock = threading.RLock()
@@ -253,6 +267,7 @@ class Executive:
 
     def start(self) -> None:
         """Take up the stored queue (progress and accounts included), leave BOOT, start the loop."""
+        self._base = self._counter_store.load()
         for job in self._store.queued_jobs():
             run = _Run(job)
             progress = self._store.progress(job.job_id)
@@ -280,6 +295,7 @@ class Executive:
             runs = [run for run in self._runs.values() if run.tokens and len(run.tokens) > run.saved_n]
         for run in runs:
             self._save_progress(run)
+        self._save_counters()
 
     def _loop(self) -> None:
         period = 1.0 / self.config.tick_hz
@@ -389,6 +405,7 @@ class Executive:
             self._runs.pop(job.job_id, None)
             self._counts["cancelled" if stop_reason == "cancelled" else "completed"] += 1
         self._acct.forget(job.job_id)
+        self._save_counters()
         if stop_reason == "cancelled":
             self._downlink.emit_event("JOB_CANCELLED", job_id=job.job_id, tokens_done=n)
         self._downlink.emit_event("JOB_FINISHED", job_id=job.job_id,
@@ -466,22 +483,22 @@ class Executive:
                     stops.append(job_id)
                 elif run.state == "queued" and job_id in batch and not run.cancel:
                     starts.append(run)
+        self._level = decision.level if decision is not None else -1
+        level = self.config.levels[self._level] if self._level >= 0 else None
+        rate = level.tokens_per_s if level is not None and self.config.cap_throughput else None
+        if rate != self._rate:  # before any start: the cap holds from a job's first token
+            self._rate = rate
+            self._engine.set_rate(rate)
         for job_id in stops:  # outside the lock, as in cancel()
             self._engine.preempt(job_id)
         for run in starts:
             self._start(run)
         with self._lock:
             running = any(run.state == "running" for run in self._runs.values())
-        self._level = decision.level if decision is not None else -1
-        level = self.config.levels[self._level] if self._level >= 0 else None
         compute_w = level.watts if level is not None and running else 0.0
         if compute_w != self._compute_w:
             self._compute_w = compute_w
             self._sensors.report_compute_power(compute_w)
-        rate = level.tokens_per_s if level is not None and self.config.cap_throughput else None
-        if rate != self._rate:
-            self._rate = rate
-            self._engine.set_rate(rate)
 
     def _start(self, run: _Run) -> None:
         job = run.job
@@ -549,7 +566,25 @@ class Executive:
         else:
             channels.update(SCHED_BATCH=0, SCHED_PREEMPTED=0)
         channels.update(self._acct.totals())
+        for name in LIFETIME:
+            channels[name] += self._base.get(name, 0)
+        tokens = channels["ACCT_TOKENS"]
+        channels["ACCT_J_PER_TOKEN"] = channels["ACCT_JOULES"] / tokens if tokens else 0.0
+        channels["ACCT_USD_PER_TOKEN"] = channels["ACCT_USD"] / tokens if tokens else 0.0
         self._channels = channels
+        if now - self._counters_saved >= COUNTERS_SAVE_S:
+            self._save_counters()
+
+    def _save_counters(self) -> None:
+        """Persist the lifetime counters: this start's, on top of what the last start left."""
+        with self._lock:
+            counts = dict(self._counts)
+        current = {"JOB_SUBMITTED": counts["submitted"], "JOB_COMPLETED": counts["completed"],
+                   "JOB_PREEMPTIONS": counts["preemptions"], "JOB_CANCELLED": counts["cancelled"],
+                   "JOB_FAILED": counts["failed"], "ENGINE_TOKENS": counts["tokens"]}
+        current.update((k, v) for k, v in self._acct.totals().items() if k in LIFETIME)
+        self._counter_store.save({name: self._base.get(name, 0) + current[name] for name in LIFETIME})
+        self._counters_saved = time.monotonic()
 
     def channels(self) -> dict[str, Any]:
         """Housekeeping values as of the last tick (the link's channel source)."""

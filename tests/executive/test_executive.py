@@ -29,6 +29,7 @@ from flight.link.dictionary import load_dictionary
 from flight.link.job_result import decode_result
 from flight.link.service import CommandFailure, CommandOrigin
 from flight.sensors.sim import SimConfig, SimSensors
+from flight.store.counter_store import PersistedCounters
 from flight.store.job_store import JobStore
 from flight.store.mode_store import PersistedMode
 from flight.store.onboard_db import OnboardDb
@@ -98,10 +99,12 @@ class Rig:
         self.sensors = SimSensors(sim or SimConfig())
         self.executive = Executive(
             ExecutiveConfig(levels=levels, n_batch=n_batch, n_ctx=N_CTX, tick_hz=20.0, auto_inference=auto_inference),
-            D, self.engine, self.link, self.sensors, self.store, self.modes, Accountant(CostModel()))
+            D, self.engine, self.link, self.sensors, self.store, self.modes, Accountant(CostModel()),
+            PersistedCounters(self.db))
         self.jobs = JobService(self.store, self.executive, self.engine, N_CTX, self.link.emit_event, time.time)
         self.handlers = {**self.jobs.handlers(), **self.executive.handlers()}
         self.next_id = 1
+        self.stopped = False
 
     def start(self) -> Rig:
         self.executive.start()
@@ -127,6 +130,7 @@ class Rig:
         return self.link.results[job_id]
 
     def stop(self) -> None:
+        self.stopped = True
         self.executive.stop(engine_stop=self.engine.stop)
         self.db.close()
 
@@ -142,7 +146,8 @@ def rig_factory(tmp_path, model):
 
     yield make
     for rig in rigs:
-        rig.stop()
+        if not rig.stopped:
+            rig.stop()
 
 
 def test_higher_priority_preempts_at_a_token_boundary_and_both_equal_uninterrupted_runs(rig_factory, reference):
@@ -259,3 +264,17 @@ def test_a_failed_engine_keeps_jobs_queued_and_engine_restart_revives_it(rig_fac
     own.write_bytes(good)
     rig.command("ENGINE_RESTART")
     assert rig.result(job)["tokens"] == reference("survives the engine", 64, temperature=0.7, seed=3)
+
+
+def test_lifetime_counters_survive_a_restart(rig_factory):
+    rig = rig_factory().start()
+    rig.result(rig.submit("counted", 8))
+    rig.wait(lambda: rig.executive.channels().get("JOB_COMPLETED") == 1, what="first tick after the result")
+    first = rig.executive.channels()
+    rig.stop()
+    again = rig_factory().start()
+    again.wait(lambda: again.executive.channels(), what="first tick")
+    second = again.executive.channels()
+    for name in ("JOB_SUBMITTED", "JOB_COMPLETED", "ENGINE_TOKENS", "ACCT_TOKENS"):
+        assert second[name] == first[name] > 0, name
+    assert second["ACCT_JOULES"] == pytest.approx(first["ACCT_JOULES"]) and second["ACCT_JOULES"] > 0
