@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from flight.store.sqlite_db import SqliteDb
+from flight.store.sqlite_db import SqliteDb, job_option_columns
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -42,16 +42,7 @@ CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, receive
 """
 # Columns added after the first release: (table, column, declaration). Jobs recorded before the
 # JOB_SUBMIT options existed were submitted with the defaults, which is what they read as.
-_ADDED_COLUMNS = (
-    ("jobs", "chat", "INTEGER NOT NULL DEFAULT 0"),
-    ("jobs", "stream", "INTEGER NOT NULL DEFAULT 0"),
-    ("jobs", "priority", "INTEGER NOT NULL DEFAULT 0"),
-    ("jobs", "deadline", "REAL NOT NULL DEFAULT 0"),
-    ("jobs", "temperature", "REAL NOT NULL DEFAULT 0"),
-    ("jobs", "top_k", "INTEGER NOT NULL DEFAULT 0"),
-    ("jobs", "top_p", "REAL NOT NULL DEFAULT 1"),
-    ("jobs", "seed", "INTEGER NOT NULL DEFAULT 0"),
-)
+_ADDED_COLUMNS = job_option_columns()
 # The JOB_SUBMIT options the jobs table records, in its column order; bool ones are stored as 0/1.
 JOB_OPTIONS = tuple(column for table, column, _ in _ADDED_COLUMNS if table == "jobs")
 _BOOL_OPTIONS = ("chat", "stream")
@@ -83,16 +74,10 @@ class GroundArchive(SqliteDb):
             raise ArchiveError(f"{where} is not a ground archive (no archive tables in it)")
         if create:
             try:
-                self._add_columns()
+                self.add_missing_columns(_ADDED_COLUMNS)
             except sqlite3.Error as exc:  # read-only file, locked beyond the timeout
                 self.close()
                 raise ArchiveError(f"cannot upgrade archive {where}: {exc}") from None
-
-    def _add_columns(self) -> None:
-        with self.transaction() as conn:
-            for table, column, declaration in _ADDED_COLUMNS:
-                if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
-                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def _next(self, name: str, floor: int, top: int) -> int:
         with self.transaction() as conn:

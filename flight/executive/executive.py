@@ -503,6 +503,8 @@ class Executive:
     def _start(self, run: _Run) -> None:
         job = run.job
         with self._lock:
+            if run.state != "queued" or run.cancel:  # cancelled since the decision
+                return
             resume, state = list(run.tokens), run.rng_state
         try:
             self._engine.generate(self._prompt_ids(run), job.max_tokens, job.temperature, job.top_k, job.top_p,
@@ -512,7 +514,11 @@ class Executive:
             log.warning("job %d not started: %s", job.job_id, exc)
             return
         with self._lock:
-            run.state = "running"
+            cancelled = run.cancel
+            run.state = "stopping" if cancelled else "running"
+        if cancelled:  # JOB_CANCEL came while it was being sent: it ends as cancelled
+            self._engine.preempt(job.job_id)
+            return
         self._downlink.emit_event("JOB_STARTED", job_id=job.job_id, tokens_done=len(resume))
 
     @staticmethod

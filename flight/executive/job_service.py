@@ -33,7 +33,7 @@ class JobService:
         self._store = store
         self._queue = queue
         self._tokenizer = tokenizer
-        self._n_ctx = n_ctx
+        self.n_ctx = n_ctx
         self._emit = emit_event
         self._clock = clock
 
@@ -45,9 +45,9 @@ class JobService:
             ids = self._tokenizer.tokenize(args["prompt"], chat=args["chat"])
         except Exception as exc:  # EngineError, a timeout: the engine is restarting or down
             raise CommandFailure("ENGINE_UNAVAILABLE", f"prompt not checked: {exc}") from None
-        if len(ids) + args["max_tokens"] > self._n_ctx:
+        if len(ids) + args["max_tokens"] > self.n_ctx:
             raise CommandFailure("CONTEXT_OVERFLOW", f"prompt of {len(ids)} tokens + max_tokens {args['max_tokens']} "
-                                                     f"exceeds the context of {self._n_ctx} tokens")
+                                                     f"exceeds the context of {self.n_ctx} tokens")
         job = Job(args["job_id"], args["prompt"], args["max_tokens"], origin.spi, chat=args["chat"],
                   stream=args["stream"], priority=args["priority"], deadline=float(args["deadline"]),
                   temperature=float(args["temperature"]), top_k=args["top_k"], top_p=float(args["top_p"]),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from flight.store.sqlite_db import SqliteDb
+from flight.store.sqlite_db import SqliteDb, job_option_columns
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -45,14 +45,7 @@ _ADDED_COLUMNS = (
     ("jobs", "spi", "INTEGER NOT NULL DEFAULT 0"),
     ("results", "spi", "INTEGER NOT NULL DEFAULT 0"),
     ("results", "mac", "BLOB NOT NULL DEFAULT X''"),
-    ("jobs", "chat", "INTEGER NOT NULL DEFAULT 0"),
-    ("jobs", "stream", "INTEGER NOT NULL DEFAULT 0"),
-    ("jobs", "priority", "INTEGER NOT NULL DEFAULT 0"),
-    ("jobs", "deadline", "REAL NOT NULL DEFAULT 0"),
-    ("jobs", "temperature", "REAL NOT NULL DEFAULT 0"),
-    ("jobs", "top_k", "INTEGER NOT NULL DEFAULT 0"),
-    ("jobs", "top_p", "REAL NOT NULL DEFAULT 1"),
-    ("jobs", "seed", "INTEGER NOT NULL DEFAULT 0"),
+    *job_option_columns(),
     ("jobs", "prompt_ids", "BLOB NOT NULL DEFAULT X''"),
     ("job_progress", "joules", "REAL NOT NULL DEFAULT 0"),
     ("job_progress", "compute_s", "REAL NOT NULL DEFAULT 0"),
@@ -64,10 +57,7 @@ _ADDED_COLUMNS = (
 class OnboardDb(SqliteDb):
     def __init__(self, path: str | os.PathLike[str]):
         super().__init__(path, _SCHEMA, synchronous_full=True)
-        with self.transaction() as conn:
-            for table, column, declaration in _ADDED_COLUMNS:
-                if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
-                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        self.add_missing_columns(_ADDED_COLUMNS)
 
     def increment_boot_count(self) -> int:
         with self.transaction() as conn:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -43,3 +43,23 @@ class SqliteDb:
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
+
+    def add_missing_columns(self, columns: Sequence[tuple[str, str, str]]) -> None:
+        """ALTER TABLE ADD COLUMN for each (table, column, declaration) the file lacks: how a
+        file written by an earlier release opens and keeps its data."""
+        with self.transaction() as conn:
+            for table, column, declaration in columns:
+                if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
+
+def job_option_columns() -> tuple[tuple[str, str, str], ...]:
+    """The jobs table's columns for JOB_SUBMIT's optional arguments, from the dictionary (one
+    definition for the onboard store and the ground archive): integers and flags as INTEGER,
+    floats as REAL, each defaulting to the argument's default."""
+    from flight.link.dictionary import load_dictionary
+
+    submit = load_dictionary().command_by_name["JOB_SUBMIT"]
+    return tuple(("jobs", arg.name, f"{'REAL' if arg.type.startswith('f') else 'INTEGER'} NOT NULL DEFAULT "
+                                    f"{int(arg.default) if isinstance(arg.default, bool) else arg.default}")
+                 for arg in submit.args if arg.optional)

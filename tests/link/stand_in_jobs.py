@@ -4,9 +4,8 @@ reliable downlink can be exercised end to end without an engine. Test-only: the 
 executive (flight/executive), and none of this output is model output.
 
 What it does as the node does (ICD sections 7, 8, 10):
-- JOB_SUBMIT stores the job (JobStore.add_job) before it completes, with data {job_id, new,
-  prompt_tokens}; a resubmission of the same job completes again without a second job;
-  CONTEXT_OVERFLOW if prompt tokens (here: words) plus max_tokens exceed n_ctx; JOB_QUEUED;
+- JOB_SUBMIT and JOB_CANCEL are the node's own handlers (flight.executive.job_service), with
+  this as their queue and as their tokenizer (a token per word);
 - a job streams JOB_TOKENS only if it was submitted with stream=true;
 - its result is encode_result's (stand-in text, zeros for energy and cost), published for the
   reliable downlink, then JOB_FINISHED;
@@ -20,8 +19,8 @@ arguments as the node received them, defaults filled in.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
-import sqlite3
 import threading
 import time
 import zlib
@@ -29,8 +28,9 @@ from typing import Any
 
 from flight.link.dictionary import load_dictionary
 from flight.link.job_result import decode_result, encode_result
-from flight.link.service import CommandFailure, CommandOrigin, LinkService
-from flight.store.job_store import DuplicateJobError, Job, JobStore
+from flight.executive.job_service import JobService
+from flight.link.service import CommandFailure, LinkService
+from flight.store.job_store import Job, JobStore
 
 log = logging.getLogger(__name__)
 STOP = load_dictionary().enums["JOB_STOP"]
@@ -74,7 +74,8 @@ class StandInJobs:
         self._service = service
         self._store = jobs
         self._tokens_per_chunk = tokens_per_chunk
-        self.n_ctx = n_ctx
+        # the node's own JOB_SUBMIT/JOB_CANCEL handlers, with this as their tokenizer and queue
+        self.job_service = JobService(jobs, self, self, n_ctx, service.emit_event, time.time)
         self.hold = threading.Event()  # set: jobs stay queued until release()
         self.submitted: dict[int, dict[str, Any]] = {}
         self._ended: set[int] = set()
@@ -85,8 +86,8 @@ class StandInJobs:
         self._thread = threading.Thread(target=self._run, name="stand-in jobs", daemon=True)
 
     def start(self) -> None:
-        self._service.register_handler("JOB_SUBMIT", self.submit)
-        self._service.register_handler("JOB_CANCEL", self.cancel)
+        for name, handler in self.job_service.handlers().items():
+            self._service.register_handler(name, handler)
         self._service.add_channel_source(self._channels)
         self._thread.start()
 
@@ -100,29 +101,25 @@ class StandInJobs:
         self.hold.clear()
         self._wake.set()
 
-    def submit(self, args: dict[str, Any], origin: CommandOrigin) -> dict[str, Any]:
-        """JOB_SUBMIT handler: check, persist the job, then let the runner pick it up."""
-        tokens = prompt_tokens(args["prompt"])
-        if tokens + args["max_tokens"] > self.n_ctx:
-            raise CommandFailure("CONTEXT_OVERFLOW", f"prompt of {tokens} tokens + max_tokens {args['max_tokens']} "
-                                                     f"exceeds the context of {self.n_ctx} tokens")
-        job = Job(args["job_id"], args["prompt"], args["max_tokens"], origin.spi)
-        try:
-            new = self._store.add_job(job)
-        except DuplicateJobError as exc:
-            raise CommandFailure("DUPLICATE_JOB", str(exc)) from None
-        except sqlite3.Error as exc:
-            raise CommandFailure("STORE_ERROR", f"job not stored: {exc}") from None
-        if new:
-            self.submitted[job.job_id] = dict(args)
-            self._service.emit_event("JOB_QUEUED", job_id=job.job_id, prompt_tokens=tokens,
-                                     max_tokens=job.max_tokens, priority=args["priority"])
-            self._wake.set()
-        return {"job_id": job.job_id, "new": new, "prompt_tokens": tokens}
+    @property
+    def n_ctx(self) -> int:
+        return self.job_service.n_ctx
 
-    def cancel(self, args: dict[str, Any], origin: CommandOrigin) -> dict[str, Any]:
-        """JOB_CANCEL handler: a queued job ends at once with an empty result, stop reason cancelled."""
-        job_id = args["job_id"]
+    @n_ctx.setter
+    def n_ctx(self, value: int) -> None:
+        self.job_service.n_ctx = value
+
+    def tokenize(self, text: str, chat: bool = False, system: str | None = None, timeout: float = 10.0) -> list[int]:
+        """The JobService's tokenizer: one stand-in token per word."""
+        return [0] * prompt_tokens(text)
+
+    def submit(self, job: Job) -> None:
+        """The JobService's queue: the job is stored; let the runner pick it up."""
+        self.submitted[job.job_id] = dataclasses.asdict(job)
+        self._wake.set()
+
+    def cancel(self, job_id: int) -> int:
+        """The JobService's queue: a queued job ends at once with an empty result, stop reason cancelled."""
         with self._lock:
             job = next((j for j in self._store.queued_jobs() if j.job_id == job_id), None)
             if job is None:
@@ -135,7 +132,7 @@ class StandInJobs:
         self._service.emit_event("JOB_CANCELLED", job_id=job_id, tokens_done=0)
         self._service.emit_event("JOB_FINISHED", job_id=job_id, stop_reason=STOP.values["cancelled"], tokens=0,
                                  joules=0.0, result_octets=len(data))
-        return {"job_id": job_id, "tokens_done": 0}
+        return 0
 
     def _channels(self) -> dict[str, Any]:
         return {"JOB_QUEUE_DEPTH": self._store.queue_depth(), "JOB_COMPLETED": self._completed}
@@ -156,7 +153,7 @@ class StandInJobs:
                 return
             try:
                 tokens = stand_in_completion(job.prompt, job.max_tokens)
-                if self.submitted.get(job.job_id, {}).get("stream"):
+                if job.stream:
                     for first in range(0, len(tokens), self._tokens_per_chunk):
                         self._service.send_tokens(job.job_id, first, tokens[first:first + self._tokens_per_chunk])
                 data = stand_in_result(job.job_id, job.prompt, job.max_tokens)

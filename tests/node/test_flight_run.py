@@ -29,12 +29,18 @@ def link():
     hil.stop()
 
 
-def test_ground_submit_greedy_equals_flight_generate(link, tmp_path):
+def start_node(link: HilLink, tmp_path: Path) -> tuple[FlightRun, Path, Path]:
+    """`flight run` on the link with fresh keys and data directory: (node, key file, data dir)."""
     keys = new_keys(tmp_path)
     data = tmp_path / "data"
     data.mkdir()
     node = FlightRun(link.flight, keys, data, tmp_path / "flight.log", "--config", str(write_config(tmp_path / "n.toml")))
     node.start()
+    return node, keys, data
+
+
+def test_ground_submit_greedy_equals_flight_generate(link, tmp_path):
+    node, keys, data = start_node(link, tmp_path)
     try:
         out = ground(link.ground, keys, tmp_path / "ground.sqlite", "submit", "--prompt", PROMPT, "--max-tokens", "48",
                      "--temperature", "0", "--json")
@@ -50,11 +56,7 @@ def test_ground_submit_greedy_equals_flight_generate(link, tmp_path):
 
 
 def test_sigterm_stops_within_5_s_saving_the_running_job(link, tmp_path):
-    keys = new_keys(tmp_path)
-    data = tmp_path / "data"
-    data.mkdir()
-    node = FlightRun(link.flight, keys, data, tmp_path / "flight.log", "--config", str(write_config(tmp_path / "n.toml")))
-    node.start()
+    node, keys, data = start_node(link, tmp_path)
     out = ground(link.ground, keys, tmp_path / "ground.sqlite", "submit", "--prompt", PROMPT, "--max-tokens", "1500",
                  "--no-wait", "--json")
     assert out.returncode == 0, out.stderr
@@ -159,11 +161,7 @@ def test_runs_with_a_lower_case_log_level_and_two_key_files_and_stops_on_sigterm
 
 @pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP], ids=["engine killed", "engine hung"])
 def test_engine_killed_or_hung_inside_flight_run_is_respawned_and_the_job_resumes(link, tmp_path, fault):
-    keys = new_keys(tmp_path)
-    data = tmp_path / "data"
-    data.mkdir()
-    node = FlightRun(link.flight, keys, data, tmp_path / "flight.log", "--config", str(write_config(tmp_path / "n.toml")))
-    node.start()
+    node, keys, data = start_node(link, tmp_path)
     client = GroundClient(link.ground, keys=keys, archive=tmp_path / "ground.sqlite", sack_interval_s=0.2).connect()
     try:
         client.await_telemetry("LINK_CONTACT", lambda v: v is True, timeout=20)
