@@ -55,6 +55,7 @@ debian-test-packages:
 bench: build
 	$(PY) -m pytest -q tests/bench --benchmark-enable --benchmark-only --benchmark-columns=min,mean,median,ops,rounds
 	$(PY) scripts/bench_vs_llamacpp.py
+	$(PY) scripts/bench_node.py
 
 clean:
 	rm -rf build *.egg-info flight/engine/_engine.c flight/engine/*.so flight/executive/_sched.c flight/executive/*.so $(BUILT)

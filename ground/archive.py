@@ -24,6 +24,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from flight.link.dictionary import load_dictionary
 from flight.store.sqlite_db import SqliteDb, job_option_columns
 
 _SCHEMA = """
@@ -45,7 +46,8 @@ CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, receive
 _ADDED_COLUMNS = job_option_columns()
 # The JOB_SUBMIT options the jobs table records, in its column order; bool ones are stored as 0/1.
 JOB_OPTIONS = tuple(column for table, column, _ in _ADDED_COLUMNS if table == "jobs")
-_BOOL_OPTIONS = ("chat", "stream")
+_BOOL_OPTIONS = tuple(arg.name for arg in load_dictionary().command_by_name["JOB_SUBMIT"].args
+                      if arg.optional and arg.type == "bool")
 _U32 = (1 << 32) - 1
 
 

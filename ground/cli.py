@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--top-k", type=int, help="keep the k most likely tokens (node default 0: off)")
     submit.add_argument("--top-p", type=float, help="nucleus sampling mass, 0.0001..1 (node default 1: off)")
     submit.add_argument("--seed", type=int, help="sampler seed (node default 0)")
+    submit.add_argument("--token-ids", action="store_true",
+                        help="also return the token ids in the result (costs 1-2 octets a token of downlink)")
     submit.add_argument("--priority", type=int, help="-100..100, higher runs first (node default 0)")
     submit.add_argument("--deadline", type=seconds(MAX_DURATION_S), metavar="SECONDS",
                         help="due this many seconds from now, on the node's clock (default: no deadline)")
@@ -171,7 +173,7 @@ def _monitor(args: argparse.Namespace) -> int:
 
 
 # JOB_SUBMIT's optional arguments as `ground submit` options (None: not given, the node's default).
-_SUBMIT_OPTIONS = ("chat", "stream", "priority", "temperature", "top_k", "top_p", "seed")
+_SUBMIT_OPTIONS = ("chat", "stream", "priority", "temperature", "top_k", "top_p", "seed", "token_ids")
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -229,15 +231,15 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _decoded(job_id: int, data: bytes) -> dict[str, Any]:
-    """job_id, the result's fields and token_count; ResultDecodeError if data is not this job's result."""
+    """The result's fields; ResultDecodeError if data is not this job's result."""
     fields = decode_result(data)
     if fields["job_id"] != job_id:
         raise ResultDecodeError(f"result names job {fields['job_id']}")
-    return {**fields, "token_count": len(fields["tokens"])}
+    return fields
 
 
 def _summary(result: dict[str, Any]) -> str:
-    return (f"job {result['job_id']}: {result['token_count']} tokens, stop {result['stop_reason']}, "
+    return (f"job {result['job_id']}: {result['tokens']} tokens, stop {result['stop_reason']}, "
             f"{result['tokens_per_s']:.3g} tok/s, {result['joules_per_token']:.3g} J/token, "
             f"${result['usd_per_token']:.3g}/token ({result['joules']:.3g} J, ${result['cost_usd']:.3g})")
 

@@ -396,7 +396,7 @@ class GroundClient:
     def submit_job(self, prompt: str, max_tokens: int, *, job_id: int | None = None, timeout: float = 10.0,
                    attempts: int = 3, chat: bool = False, stream: bool = False, priority: int = 0,
                    deadline: float = 0.0, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                   seed: int = 0) -> int:
+                   seed: int = 0, token_ids: bool = False) -> int:
         """Submit a job and wait until the flight has stored it; returns its job id (allocated
         from the archive unless given). The options are JOB_SUBMIT's optional arguments (ICD
         section 10); deadline is onboard time in s since 1970 (onboard_time() + a delay), 0 for
@@ -409,7 +409,7 @@ class GroundClient:
         completion (CONTEXT_OVERFLOW, DUPLICATE_JOB, ...) raises CommandError at once."""
         command = self.dictionary.command_by_name["JOB_SUBMIT"]
         given = {"chat": chat, "stream": stream, "priority": priority, "deadline": deadline,
-                 "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}
+                 "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed, "token_ids": token_ids}
         defaults = {arg.name: arg.default for arg in command.args if arg.optional}
         options = {name: value for name, value in given.items() if value != defaults[name]}
         args = {"max_tokens": max_tokens, "prompt": prompt, **options}

@@ -113,7 +113,7 @@ def run(port: str, keys: Path, archive: Path, node: subprocess.Popen) -> int:
         table.add_column(column, justify="right")
     shown = results(archive)
     for r in shown:
-        table.add_row(str(r["job_id"]), r["stop_reason"], str(len(r["tokens"])), str(r["preemptions"]),
+        table.add_row(str(r["job_id"]), r["stop_reason"], str(r["tokens"]), str(r["preemptions"]),
                       f"{r['tokens_per_s']:.0f}", f"{r['joules_per_token']:.3f}", f"{r['usd_per_token']:.2e}")
     console.print(table)
     for r in shown:
@@ -127,8 +127,8 @@ def run(port: str, keys: Path, archive: Path, node: subprocess.Popen) -> int:
             cmd = [str(BIN / "flight"), "generate", "--prompt", prompt, "--max-tokens", str(n), *extra, "--json"]
             show(cmd)
             alone = json.loads(subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True).stdout)
-            same = alone["tokens"] == r["tokens"]
-            console.print(f"job {r['job_id']} was preempted {r['preemptions']} time(s); its tokens equal an "
+            same = alone["text"] == r["text"]
+            console.print(f"job {r['job_id']} was preempted {r['preemptions']} time(s); its text equals an "
                           f"uninterrupted run's: [bold]{'yes' if same else 'NO'}[/bold]")
             if not same:
                 return 1

@@ -387,7 +387,8 @@ class Executive:
         account = self._acct.job(job.job_id)
         n = len(run.tokens)
         fields = {
-            "job_id": job.job_id, "text": text, "tokens": list(run.tokens), "stop_reason": stop_reason,
+            "job_id": job.job_id, "text": text, "tokens": n, "token_ids": list(run.tokens) if job.token_ids else [],
+            "stop_reason": stop_reason,
             "prompt_tokens": len(self._prompt_ids(run)), "compute_s": account.compute_s,
             "tokens_per_s": n / account.compute_s if account.compute_s > 0 else 0.0,
             "joules": account.joules, "joules_per_token": account.joules / n if n else 0.0,

@@ -51,7 +51,7 @@ class JobService:
         job = Job(args["job_id"], args["prompt"], args["max_tokens"], origin.spi, chat=args["chat"],
                   stream=args["stream"], priority=args["priority"], deadline=float(args["deadline"]),
                   temperature=float(args["temperature"]), top_k=args["top_k"], top_p=float(args["top_p"]),
-                  seed=args["seed"], prompt_ids=tuple(ids), submitted=self._clock())
+                  seed=args["seed"], token_ids=args["token_ids"], prompt_ids=tuple(ids), submitted=self._clock())
         try:
             new = self._store.add_job(job)
         except DuplicateJobError as exc:

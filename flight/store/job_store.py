@@ -38,13 +38,14 @@ class Job:
     top_k: int = 0
     top_p: float = 1.0
     seed: int = 0
+    token_ids: bool = False  # the result carries the generated token ids
     prompt_ids: tuple[int, ...] = ()  # the prompt as run (chat template applied), tokenized at submission
     submitted: float = field(default=0.0, compare=False)  # onboard time it was stored, s
 
     def arguments(self) -> tuple:
         """What makes two submissions the same job (the idempotency check)."""
         return (self.prompt, self.max_tokens, self.chat, self.stream, self.priority, self.deadline,
-                self.temperature, self.top_k, self.top_p, self.seed)
+                self.temperature, self.top_k, self.top_p, self.seed, self.token_ids)
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class Progress:
 
 
 _COLUMNS = ("job_id, prompt, max_tokens, spi, chat, stream, priority, deadline, temperature, top_k, top_p, seed, "
-            "prompt_ids, submitted")
+            "token_ids, prompt_ids, submitted")
 
 
 def _pack_ids(ids: tuple[int, ...] | list[int]) -> bytes:
@@ -70,10 +71,10 @@ def _unpack_ids(blob: bytes) -> list[int]:
 
 
 def _job(row: tuple) -> Job:
-    (job_id, prompt, max_tokens, spi, chat, stream, priority, deadline, temperature, top_k, top_p, seed, ids,
-     submitted) = row
+    (job_id, prompt, max_tokens, spi, chat, stream, priority, deadline, temperature, top_k, top_p, seed, token_ids,
+     ids, submitted) = row
     return Job(job_id, prompt, max_tokens, spi, bool(chat), bool(stream), priority, deadline, temperature, top_k,
-               top_p, seed, tuple(_unpack_ids(ids)), submitted)
+               top_p, seed, bool(token_ids), tuple(_unpack_ids(ids)), submitted)
 
 
 class JobStore:
@@ -89,9 +90,10 @@ class JobStore:
                     raise DuplicateJobError(f"job {job.job_id} already exists with other arguments")
                 return False
             conn.execute(
-                f"INSERT INTO jobs ({_COLUMNS}, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued')",
+                f"INSERT INTO jobs ({_COLUMNS}, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued')",
                 (job.job_id, job.prompt, job.max_tokens, job.spi, int(job.chat), int(job.stream), job.priority,
-                 job.deadline, job.temperature, job.top_k, job.top_p, job.seed, _pack_ids(job.prompt_ids),
+                 job.deadline, job.temperature, job.top_k, job.top_p, job.seed, int(job.token_ids),
+                 _pack_ids(job.prompt_ids),
                  job.submitted or time.time()),
             )
             return True

@@ -115,7 +115,7 @@ class Rig:
 
     def submit(self, prompt: str, max_tokens: int, **kw: Any) -> int:
         job_id, self.next_id = self.next_id, self.next_id + 1
-        self.command("JOB_SUBMIT", job_id=job_id, prompt=prompt, max_tokens=max_tokens, **kw)
+        self.command("JOB_SUBMIT", job_id=job_id, prompt=prompt, max_tokens=max_tokens, token_ids=True, **kw)
         return job_id
 
     def wait(self, predicate, timeout: float = 60.0, what: str = "condition") -> None:
@@ -160,13 +160,13 @@ def test_higher_priority_preempts_at_a_token_boundary_and_both_equal_uninterrupt
     low_result = rig.result(low)
     assert [e["job_id"] for e in rig.link.named("JOB_PREEMPTED")] == [low]
     assert low_result["preemptions"] == 1 and high_result["preemptions"] == 0
-    assert low_result["tokens"] == reference("the low priority job", 120, temperature=0.9, seed=5)
-    assert high_result["tokens"] == reference("urgent", 24)
+    assert low_result["token_ids"] == reference("the low priority job", 120, temperature=0.9, seed=5)
+    assert high_result["token_ids"] == reference("urgent", 24)
     finished = [e["job_id"] for e in rig.link.named("JOB_FINISHED")]
     assert finished == [high, low]
     for r in (low_result, high_result):
         assert r["joules"] > 0 and r["cost_usd"] > 0 and r["compute_s"] > 0
-        assert r["joules_per_token"] == pytest.approx(r["joules"] / len(r["tokens"]))
+        assert r["joules_per_token"] == pytest.approx(r["joules"] / r["tokens"]) and r["tokens"] == len(r["token_ids"])
 
 
 def test_progress_is_committed_at_least_every_16_tokens(rig_factory):
@@ -191,8 +191,8 @@ def test_cancel_running_and_queued_jobs(rig_factory):
     assert rig.command("JOB_CANCEL", job_id=running)["tokens_done"] > 0
     for job in (running, queued):
         assert rig.result(job)["stop_reason"] == "cancelled"
-    assert rig.link.results[queued]["tokens"] == []
-    assert 0 < len(rig.link.results[running]["tokens"]) < 200
+    assert rig.link.results[queued]["token_ids"] == []
+    assert 0 < len(rig.link.results[running]["token_ids"]) < 200
     for job_id, reason in ((running, "JOB_ENDED"), (999, "UNKNOWN_JOB")):
         with pytest.raises(CommandFailure) as failure:
             rig.command("JOB_CANCEL", job_id=job_id)
@@ -263,7 +263,7 @@ def test_a_failed_engine_keeps_jobs_queued_and_engine_restart_revives_it(rig_fac
     assert still_broken.value.reason == "ENGINE_UNAVAILABLE"
     own.write_bytes(good)
     rig.command("ENGINE_RESTART")
-    assert rig.result(job)["tokens"] == reference("survives the engine", 64, temperature=0.7, seed=3)
+    assert rig.result(job)["token_ids"] == reference("survives the engine", 64, temperature=0.7, seed=3)
 
 
 def test_lifetime_counters_survive_a_restart(rig_factory):

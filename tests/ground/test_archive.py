@@ -78,7 +78,7 @@ def test_job_options_are_recorded_and_unknown_ones_refused(tmp_path):
     assert job["prompt"] == "why orbit?" and job["max_tokens"] == 32
     assert {name: job[name] for name in JOB_OPTIONS} == {
         "chat": True, "stream": False, "priority": -3, "deadline": 1.7e9, "temperature": 0.0, "top_k": 0,
-        "top_p": 0.9, "seed": 0}
+        "top_p": 0.9, "seed": 0, "token_ids": False}
     defaults = {arg.name: arg.default for arg in load_dictionary().command_by_name["JOB_SUBMIT"].args if arg.optional}
     assert set(JOB_OPTIONS) == set(defaults)
     assert {name: archive.job(8)[name] for name in JOB_OPTIONS} == defaults  # options not given: the node's defaults
@@ -110,7 +110,7 @@ def test_an_archive_from_before_the_job_options_opens_with_its_data(tmp_path):
     assert archive.last_arsn(1) == 77 and archive.next_arsn(1) == 78
     assert archive.job(4000) == {"job_id": 4000, "prompt": "old prompt", "max_tokens": 16, "submitted": 1.0,
                                  "chat": False, "stream": False, "priority": 0, "deadline": 0.0,
-                                 "temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0}
+                                 "temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": 0, "token_ids": False}
     archive.record_job(archive.next_job_id(), "new prompt", 8, {"stream": True})
     archive.close()
     again = GroundArchive(path)  # opening an upgraded archive again changes nothing

@@ -58,11 +58,13 @@ def prompt_tokens(prompt: str) -> int:
     return len(prompt.split())
 
 
-def stand_in_result(job_id: int, prompt: str, max_tokens: int, stop_reason: str = "limit") -> bytes:
+def stand_in_result(job_id: int, prompt: str, max_tokens: int, stop_reason: str = "limit",
+                    token_ids: bool = False) -> bytes:
     """The result octets the stand-in publishes (cancelled: no tokens)."""
     tokens = [] if stop_reason == "cancelled" else stand_in_completion(prompt, max_tokens)
     return encode_result({
-        "job_id": job_id, "text": "".join(t for _, t in tokens), "tokens": [i for i, _ in tokens],
+        "job_id": job_id, "text": "".join(t for _, t in tokens), "tokens": len(tokens),
+        "token_ids": [i for i, _ in tokens] if token_ids else [],
         "stop_reason": stop_reason, "prompt_tokens": prompt_tokens(prompt), "compute_s": 0.0, "tokens_per_s": 0.0,
         "joules": 0.0, "joules_per_token": 0.0, "cost_usd": 0.0, "usd_per_token": 0.0, "preemptions": 0,
         "restarts": 0, "finished": time.time(),
@@ -156,7 +158,7 @@ class StandInJobs:
                 if job.stream:
                     for first in range(0, len(tokens), self._tokens_per_chunk):
                         self._service.send_tokens(job.job_id, first, tokens[first:first + self._tokens_per_chunk])
-                data = stand_in_result(job.job_id, job.prompt, job.max_tokens)
+                data = stand_in_result(job.job_id, job.prompt, job.max_tokens, token_ids=job.token_ids)
                 self._service.publish_result(job.job_id, data, job.spi)
             except Exception as exc:  # a failed job is reported and skipped, never retried forever
                 log.exception("job %d failed", job.job_id)

@@ -74,7 +74,7 @@ def test_command_arguments_come_back_by_name():
     command, args = CODEC.command_of(tc, CODEC.decode_tc_fields(tc))
     assert command.name == "JOB_SUBMIT"
     assert args == {"job_id": 7, "max_tokens": 64, "prompt": "Why orbit?", "chat": False, "stream": False,
-                    "priority": 0, "deadline": 0, "temperature": 0, "top_k": 0, "top_p": 1, "seed": 0}
+                    "priority": 0, "deadline": 0, "temperature": 0, "top_k": 0, "top_p": 1, "seed": 0, "token_ids": False}
 
 
 def test_optional_arguments_travel_only_when_not_at_their_default():
@@ -82,7 +82,7 @@ def test_optional_arguments_travel_only_when_not_at_their_default():
     assert submit.order_args({"job_id": 1, "max_tokens": 2, "prompt": "p"}) == [1, 2, "p"]
     assert submit.order_args({"job_id": 1, "max_tokens": 2, "prompt": "p", "seed": 9}) == [1, 2, "p", False, False, 0, 0,
                                                                                             0, 0, 1, 9]
-    with pytest.raises(ValueCheckError, match="takes 3 to 11 arguments"):
+    with pytest.raises(ValueCheckError, match="takes 3 to 12 arguments"):
         submit.check_args([1, 2])
     with pytest.raises(ValueCheckError, match="priority"):
         submit.check_args([1, 2, "p", False, False, 101])

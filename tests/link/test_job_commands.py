@@ -62,13 +62,13 @@ def test_submit_stream_prints_the_tokens_as_they_arrive(cli, flight):
 
 
 def test_submit_json_prints_one_object_and_nothing_else(cli):
-    code, out, err = cli("submit", "--prompt", "as json", "--max-tokens", "3", "--json", "--stream")
+    code, out, err = cli("submit", "--prompt", "as json", "--max-tokens", "3", "--json", "--stream", "--token-ids")
     assert code == 0 and err == ""
     [line] = out.splitlines()
     result = json.loads(line)
-    assert list(result)[:len(RESULT_FIELDS)] == RESULT_FIELDS and result["token_count"] == 3
+    assert list(result) == RESULT_FIELDS and result["tokens"] == 3
     assert result["text"] == stand_in_text("as json", 3) and result["stop_reason"] == "limit"
-    assert len(result["tokens"]) == 3 and all(isinstance(t, int) for t in result["tokens"])
+    assert len(result["token_ids"]) == 3 and all(isinstance(t, int) for t in result["token_ids"])
     assert result["joules"] == 0.0 and result["cost_usd"] == 0.0
 
 
@@ -166,8 +166,8 @@ def test_cancel_and_the_results_of_every_kind(relay, flight, tmp_path, keyfile, 
     assert code == 0 and err == ""
     results = {r["job_id"]: r for r in map(json.loads, out.splitlines())}
     assert list(results) == sorted(results) and set(results) == {7, job_id, done}
-    assert results[job_id]["stop_reason"] == "cancelled" and results[job_id]["tokens"] == []
-    assert results[done]["text"] == stand_in_text("run me", 3) and results[done]["token_count"] == 3
+    assert results[job_id]["stop_reason"] == "cancelled" and results[job_id]["tokens"] == 0
+    assert results[done]["text"] == stand_in_text("run me", 3) and results[done]["tokens"] == 3 and results[done]["token_ids"] == []
     assert set(RESULT_FIELDS) <= set(results[done])
     assert results[7]["text"] == "archived before results were encoded \ufffd"
     assert results[7]["error"].startswith("result is not zlib data") and "\n" not in results[7]["error"]

@@ -108,7 +108,8 @@ def test_jobs_complete_end_to_end_through_an_impaired_radio(relay, flight, tmp_p
     try:
         jobs = {}
         for prompt, tokens in (("short answer", 3), ("a longer answer spanning many segments", 2000), ("x", 1)):
-            job_id = ground.submit_job(prompt, tokens, timeout=1.0, attempts=20)
+            # token ids: the stand-in's are pseudo-random, so the long result spans several segments
+            job_id = ground.submit_job(prompt, tokens, timeout=1.0, attempts=20, token_ids=True)
             jobs[job_id] = stand_in_text(prompt, tokens)
         for job_id, text in jobs.items():
             assert result_text(ground.await_result(job_id, timeout=30)) == text

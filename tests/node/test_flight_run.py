@@ -43,14 +43,14 @@ def test_ground_submit_greedy_equals_flight_generate(link, tmp_path):
     node, keys, data = start_node(link, tmp_path)
     try:
         out = ground(link.ground, keys, tmp_path / "ground.sqlite", "submit", "--prompt", PROMPT, "--max-tokens", "48",
-                     "--temperature", "0", "--json")
+                     "--temperature", "0", "--token-ids", "--json")
         assert out.returncode == 0, out.stderr
         result = json.loads(out.stdout)
     finally:
         node.stop()
     reference = flight_generate(PROMPT, 48)
     assert result["text"] == reference["text"]
-    assert result["tokens"] == reference["tokens"]
+    assert result["token_ids"] == reference["tokens"] and result["tokens"] == len(reference["tokens"])
     assert result["stop_reason"] in ("limit", "eos")
     assert result["joules"] > 0 and result["cost_usd"] > 0
 
@@ -166,7 +166,7 @@ def test_engine_killed_or_hung_inside_flight_run_is_respawned_and_the_job_resume
     try:
         client.await_telemetry("LINK_CONTACT", lambda v: v is True, timeout=20)
         pid = client.await_telemetry("ENGINE_PID", lambda v: v > 0, timeout=20).value
-        job = client.submit_job(PROMPT, 200, temperature=0.8, seed=99, timeout=5.0)
+        job = client.submit_job(PROMPT, 200, temperature=0.8, seed=99, token_ids=True, timeout=5.0)
         client.await_telemetry("ENGINE_TOKENS", lambda v: v >= 20, timeout=30)
         os.kill(pid, fault)
         event = client.await_event("ENGINE_RESTARTED", timeout=30)
@@ -179,4 +179,4 @@ def test_engine_killed_or_hung_inside_flight_run_is_respawned_and_the_job_resume
     assert new_pid != pid
     assert result["restarts"] == 1
     reference = flight_generate(PROMPT, 200, "--temperature", "0.8", "--seed", "99")
-    assert result["tokens"] == reference["tokens"]
+    assert result["token_ids"] == reference["tokens"] and result["text"] == reference["text"]

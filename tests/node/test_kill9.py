@@ -86,7 +86,8 @@ def run_kill_loop(tmp_path: Path, kills: int, uninterrupted: dict[str, list[int]
         node.start()
         ground.connect()
         ground.await_telemetry("LINK_CONTACT", lambda v: v is True, timeout=20)
-        jobs = {ground.submit_job(prompt, n, timeout=2.0, attempts=10, **kw): prompt for prompt, n, kw in JOBS}
+        jobs = {ground.submit_job(prompt, n, timeout=2.0, attempts=10, token_ids=True, **kw): prompt
+                for prompt, n, kw in JOBS}
         wal = data / "onboard.sqlite-wal"
         for _ in range(kills):
             trigger = rng.choice(("delay", "delay", "segment", "commit"))
@@ -119,7 +120,7 @@ def run_kill_loop(tmp_path: Path, kills: int, uninterrupted: dict[str, list[int]
         node.stop()
         hil.stop()
     for job_id, prompt in jobs.items():
-        assert results[job_id]["tokens"] == uninterrupted[prompt], f"job {job_id} differs from the uninterrupted run"
+        assert results[job_id]["token_ids"] == uninterrupted[prompt], f"job {job_id} differs from the uninterrupted run"
         assert results[job_id]["job_id"] == job_id
     with sqlite3.connect(tmp_path / "ground.sqlite") as conn:
         archived = [row[0] for row in conn.execute("SELECT job_id FROM results ORDER BY job_id")]
