@@ -54,17 +54,18 @@ class HilLink:
 class FlightRun:
     """`flight run` as a real process; its stderr goes to log."""
 
-    def __init__(self, port: str, keys: Path, data_dir: Path, log: Path, *extra: str):
+    def __init__(self, port: str, keys: Path, data_dir: Path, log: Path, *extra: str, env: dict[str, str] | None = None):
         self.args = [str(BIN / "flight"), "run", "--port", port, "--keys", str(keys), "--data-dir", str(data_dir),
                      "--log-level", "INFO", *extra]
         self.log = log
+        self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_at = 0
 
     def start(self, ready_timeout: float = 60.0) -> None:
         self._log_at = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(self.args, cwd=REPO, stderr=log)
+            self.proc = subprocess.Popen(self.args, cwd=REPO, stderr=log, env=self.env)
         end = time.monotonic() + ready_timeout
         while READY_LINE not in self.log_text():
             if self.proc.poll() is not None:

@@ -180,3 +180,30 @@ def test_engine_killed_or_hung_inside_flight_run_is_respawned_and_the_job_resume
     assert result["restarts"] == 1
     reference = flight_generate(PROMPT, 200, "--temperature", "0.8", "--seed", "99")
     assert result["token_ids"] == reference["tokens"] and result["text"] == reference["text"]
+
+
+def test_systemd_notify_ready_watchdog_and_stopping(link, tmp_path):
+    """With NOTIFY_SOCKET set, READY=1 once serving, WATCHDOG=1 from the main loop, STOPPING=1 on SIGTERM."""
+    import socket
+
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(10.0)
+    keys = new_keys(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    node = FlightRun(link.flight, keys, data, tmp_path / "flight.log", "--config", str(write_config(tmp_path / "n.toml")),
+                     env={"NOTIFY_SOCKET": str(path)})
+    try:
+        node.start()
+        seen: list[str] = []
+        while seen.count("WATCHDOG=1") < 2:
+            seen.append(sock.recv(256).decode())
+        node.terminate()
+        while "STOPPING=1" not in seen:
+            seen.append(sock.recv(256).decode())
+    finally:
+        node.stop()
+        sock.close()
+    assert "READY=1" in seen and seen.index("READY=1") < seen.index("STOPPING=1")

@@ -10,7 +10,9 @@ the ground last heard and from the onboard database's write-ahead log right afte
   generation  a job was running (JOB_RUNNING > 0 in the last housekeeping);
   commit      the WAL ends in frames of a transaction that has no commit frame yet (the kill
               landed while SQLite was writing one: progress, a result, an acknowledgement);
-  downlink    a stored result was still owed to the ground (not yet acknowledged in full).
+  downlink    a stored result was still owed to the ground (not yet acknowledged in full);
+and, for the commit trigger, "at a commit" when the kill followed the WAL's growth by microseconds
+(the transaction may or may not have finished: the WAL check above tells).
 A kill can land in several at once. 5 kills in make test, 20 in make test-full.
 """
 from __future__ import annotations
@@ -72,7 +74,10 @@ def uninterrupted(real_model_path) -> dict[str, list[int]]:
         return {prompt: e.generate(prompt, max_tokens=n, **kw).tokens for prompt, n, kw in JOBS}
 
 
-def run_kill_loop(tmp_path: Path, kills: int, uninterrupted: dict[str, list[int]], seed: int) -> dict[str, int]:
+def run_kill_loop(tmp_path: Path, kills: int, uninterrupted: dict[str, list[int]], seed: int,
+                  refill_every: int | None = None) -> dict[str, int]:
+    """kills kill -9s; refill_every: after every that many kills, submit the JOBS again (new job
+    ids, the same prompts), so that generation goes on through a long loop."""
     rng = random.Random(seed)
     keys = new_keys(tmp_path)
     data = tmp_path / "data"
@@ -81,15 +86,21 @@ def run_kill_loop(tmp_path: Path, kills: int, uninterrupted: dict[str, list[int]
     hil = HilLink()
     node = FlightRun(hil.flight, keys, data, tmp_path / "flight.log", "--config", str(config))
     ground = GroundClient(hil.ground, keys=keys, archive=tmp_path / "ground.sqlite", sack_interval_s=0.2)
-    landed = {"generation": 0, "commit": 0, "downlink": 0, "kills": 0}
+    landed = {"generation": 0, "commit": 0, "at_commit": 0, "downlink": 0, "kills": 0}
     try:
         node.start()
         ground.connect()
         ground.await_telemetry("LINK_CONTACT", lambda v: v is True, timeout=20)
-        jobs = {ground.submit_job(prompt, n, timeout=2.0, attempts=10, token_ids=True, **kw): prompt
-                for prompt, n, kw in JOBS}
+        def submit_all() -> dict[int, str]:
+            return {ground.submit_job(prompt, n, timeout=2.0, attempts=10, token_ids=True, **kw): prompt
+                    for prompt, n, kw in JOBS}
+
+        jobs = submit_all()
         wal = data / "onboard.sqlite-wal"
-        for _ in range(kills):
+        for k in range(kills):
+            if refill_every and k and k % refill_every == 0:
+                jobs.update(submit_all())
+            grew = False
             trigger = rng.choice(("delay", "delay", "segment", "commit"))
             if trigger == "delay":
                 time.sleep(rng.uniform(0.1, 2.5))
@@ -102,13 +113,14 @@ def run_kill_loop(tmp_path: Path, kills: int, uninterrupted: dict[str, list[int]
                 time.sleep(rng.uniform(0.0, 0.05))
             else:
                 size, end = wal.stat().st_size, time.monotonic() + 5.0
-                while wal.stat().st_size == size and time.monotonic() < end:
-                    pass
+                while not grew and time.monotonic() < end:
+                    grew = wal.stat().st_size != size
             hk = ground.latest_housekeeping()
             node.kill9()
             landed["kills"] += 1
             landed["generation"] += int((hk.get("JOB_RUNNING") or 0) > 0)
             landed["commit"] += int(wal_mid_transaction(wal))  # before anything opens the database
+            landed["at_commit"] += int(grew)
             landed["downlink"] += int(owed_results(data / "onboard.sqlite") > 0)
             node.start()
         results = {job_id: decode_result(ground.await_result(job_id, timeout=180)) for job_id in jobs}
@@ -125,8 +137,10 @@ def run_kill_loop(tmp_path: Path, kills: int, uninterrupted: dict[str, list[int]
     with sqlite3.connect(tmp_path / "ground.sqlite") as conn:
         archived = [row[0] for row in conn.execute("SELECT job_id FROM results ORDER BY job_id")]
     assert archived == sorted(jobs)
-    print(f"\nkill -9 x{landed['kills']}: {landed['generation']} mid-generation, {landed['commit']} mid-commit, "
-          f"{landed['downlink']} mid-downlink; restarts per job {[r['restarts'] for r in results.values()]}")
+    print(f"\nkill -9 x{landed['kills']} of flight run, {len(jobs)} jobs: {landed['generation']} mid-generation, "
+          f"{landed['commit']} mid-commit (WAL ends in an unfinished transaction), {landed['at_commit']} at a commit "
+          f"(killed as the WAL grew), {landed['downlink']} mid-downlink; restarts per job "
+          f"{[r['restarts'] for r in results.values()]}")
     return landed
 
 
@@ -138,6 +152,6 @@ def test_kill9_loop(tmp_path, uninterrupted, record_property):
 
 @pytest.mark.full
 def test_kill9_loop_long(tmp_path, uninterrupted, record_property):
-    landed = run_kill_loop(tmp_path, 20, uninterrupted, seed=2026)
+    landed = run_kill_loop(tmp_path, 20, uninterrupted, seed=2026, refill_every=4)
     record_property("kills", landed)
     assert landed["generation"] >= 5
