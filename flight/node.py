@@ -7,7 +7,7 @@ sensors (as an F Prime topology does). `flight run` (flight/cli.py) runs it.
     OnboardDb ──> JobStore, ResultStore,      Executive ──> EngineSupervisor ──> engine process
                   AntiReplayCounter, mode        │  ^
                                                  v  │ power, battery, eclipse, temperature
-                                              SensorBackend (sim)
+                                              SensorBackend (sim, or hil: the rig's sensor bus)
 
 Start order, each failure one NodeStartError line before anything stored is touched: the
 config (already loaded), the key files, the model file, the data directory, the serial port, the
@@ -41,6 +41,8 @@ from flight.link.dictionary import load_dictionary
 from flight.link.keys import KeyFileError, KeyRing
 from flight.link.serial_port import SerialPort
 from flight.link.service import CommandOrigin, LinkConfig, LinkService
+from flight.sensors.hil import HilSensors
+from flight.sensors.reading import SensorBackend
 from flight.sensors.sim import SimSensors
 from flight.store.anti_replay import AntiReplayCounter
 from flight.store.counter_store import PersistedCounters
@@ -98,9 +100,12 @@ class Node:
         model = _model_path(engine_cfg["model"])
         self.data_dir = Path(data_dir)
         _check_data_dir(self.data_dir)
-        if config["sensors"]["backend"] != "sim":
-            raise NodeStartError(f"sensors {config['sensors']['backend']}: not available in this build yet "
-                                 "(the hil and jetson backends come with the FDIR and sensors work); use sim")
+        backend = config["sensors"]["backend"]
+        if backend == "jetson":
+            raise NodeStartError("sensors jetson: not available in this build yet (it needs the EPS board's "
+                                 "frames and onboard SGP4 for battery and eclipse); use sim or hil")
+        if backend == "hil" and not config["sensors"]["port"]:
+            raise NodeStartError("sensors hil needs --sensor-port (or [sensors] port): the rig's serial line")
         self.port = SerialPort(link_cfg["port"], link_cfg["baud"])
         try:
             self.port.open()
@@ -108,27 +113,37 @@ class Node:
             self.port.close()
             raise NodeStartError(serial_error(link_cfg["port"], exc)) from None
 
+        self.link: LinkService | None = None  # the sensors' fault reports reach it once it exists
+        self.sensors: SensorBackend = SimSensors()
+        if backend == "hil":
+            sensor_port = config["sensors"]["port"]
+            self.sensors = hil = HilSensors(sensor_port, on_fault=self._on_sensor_fault)
+            try:
+                hil.start()
+            except (serial.SerialException, ValueError) as exc:
+                self.port.close()
+                raise NodeStartError(serial_error(sensor_port, exc)) from None
+
         self.executive: Executive | None = None  # the engine's callbacks reach it once it exists
         self.engine = EngineSupervisor(model, engine_cfg["threads"], engine_cfg["n_ctx"], simd=engine_cfg["simd"],
                                        n_batch=engine_cfg["n_batch"], on_token=self._on_token, on_done=self._on_done)
         try:
             self.loaded = self.engine.start()
         except EngineError as exc:
-            self.port.close()
+            self._close_ports()
             raise NodeStartError(f"model {model}: {exc}") from None
 
         try:
             self.db = OnboardDb(self.data_dir / DB_FILE)
         except sqlite3.Error as exc:
             self.engine.stop()
-            self.port.close()
+            self._close_ports()
             raise NodeStartError(f"cannot open onboard database {self.data_dir / DB_FILE}: {exc}") from None
         self.jobs = JobStore(self.db)
         self.results = ResultStore(self.db, dictionary.segment_octets)
         self.link = LinkService(self.port, keys, self.results, AntiReplayCounter(self.db), LinkConfig(
             hk_period_s=link_cfg["hk_period_s"], contact_timeout_s=link_cfg["contact_timeout_s"],
             rto_s=link_cfg["rto_s"], arsn_window=link_cfg["arsn_window"]), dictionary)
-        self.sensors = SimSensors()
         self.accountant = Accountant(CostModel(**config["cost"]))
         self.modes = ModeMachine(dictionary, PersistedMode(self.db), self._on_mode_change)
         self.executive = Executive(
@@ -164,10 +179,17 @@ class Node:
         self.executive.start()
 
     def stop(self) -> None:
-        assert self.executive is not None
+        assert self.executive is not None and self.link is not None
         self.executive.stop(engine_stop=self.engine.stop)
         self.link.stop()
+        if isinstance(self.sensors, HilSensors):
+            self.sensors.stop()
         self.db.close()
+
+    def _close_ports(self) -> None:
+        self.port.close()
+        if isinstance(self.sensors, HilSensors):
+            self.sensors.stop()
 
     # -- wiring helpers -------------------------------------------------------------------------
 
@@ -188,6 +210,11 @@ class Node:
         self.link.emit_event("STORE_RESULTS_PURGED", count=count)
         return {"count": count}
 
+    def _on_sensor_fault(self, kind: str, detail: str) -> None:
+        if self.link is not None:
+            self.link.emit_event("SENSOR_FAULT", kind=kind, detail=detail[:200])
+
     def _store_channels(self) -> dict[str, Any]:
-        return {"STORE_DISK_FREE": shutil.disk_usage(self.data_dir).free,
+        faults = sum(self.sensors.faults.values()) if isinstance(self.sensors, HilSensors) else 0
+        return {"STORE_DISK_FREE": shutil.disk_usage(self.data_dir).free, "SENSOR_FAULTS": faults,
                 "ENGINE_PID": self.engine.pid or 0, "ENGINE_THREADS": self.loaded["threads"]}

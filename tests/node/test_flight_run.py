@@ -89,7 +89,7 @@ def run_flight(*argv: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize("case", ["no keys", "bad keys", "no model", "no data dir", "data dir is a file", "no port",
                                   "bad config value", "unknown config key", "bad threads", "sensors not built",
                                   "bad baud", "unreadable config", "only a recovery key", "same key file twice",
-                                  "bad log level", "nan timer"])
+                                  "bad log level", "nan timer", "hil without sensor port", "hil sensor port missing"])
 def test_bad_input_is_one_line_and_exit_2_touching_nothing(case, tmp_path, link):
     keys = new_keys(tmp_path)
     data = tmp_path / "data"
@@ -135,6 +135,10 @@ def test_bad_input_is_one_line_and_exit_2_touching_nothing(case, tmp_path, link)
         extra, expect = ["--log-level", "loud"], "--log-level"
     elif case == "nan timer":
         extra, expect = ["--config", str(write_config(tmp_path / "n.toml", "[executive]\ntick_hz = nan\n"))], "tick_hz"
+    elif case == "hil without sensor port":
+        extra, expect = ["--sensors", "hil"], "--sensor-port"
+    elif case == "hil sensor port missing":
+        extra, expect = ["--sensors", "hil", "--sensor-port", "/dev/ttyNOPE7"], "/dev/ttyNOPE7"
     out = run_flight(*[x for pair in argv.items() for x in pair], *extra)
     assert out.returncode == 2, out
     lines = out.stderr.strip().splitlines()
@@ -207,3 +211,61 @@ def test_systemd_notify_ready_watchdog_and_stopping(link, tmp_path):
         node.stop()
         sock.close()
     assert "READY=1" in seen and seen.index("READY=1") < seen.index("STOPPING=1")
+
+
+def test_with_hil_sensors_the_node_follows_the_rig_and_reports_a_silent_board(link, tmp_path):
+    """`--sensors hil` over a pty: the rig double's READINGs drive the energy plan (an empty battery
+    keeps jobs waiting, a charged one lets them run), the node reports its compute power back, and
+    a board that falls silent is a SENSOR_FAULT event."""
+    import tty
+
+    from flight.sensors.bus import COMPUTE, READING, SensorFrameReader, encode_frame
+
+    master, slave = os.openpty()
+    tty.setraw(master)
+    tty.setraw(slave)
+    reading = {"t": 0.0, "battery_wh": 5.0, "capacity_wh": 100.0, "solar_w": 50.0, "bus_w": 10.0,
+               "in_eclipse": False, "entry_s": 3000.0, "exit_s": 5000.0, "temps": {"board": 30.0}}
+    keys = new_keys(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    node = FlightRun(link.flight, keys, data, tmp_path / "flight.log", "--config", str(write_config(tmp_path / "n.toml")),
+                     "--sensors", "hil", "--sensor-port", os.ttyname(slave))
+    compute: list[float] = []
+    reader = SensorFrameReader()
+    try:
+        node.start()
+        client = GroundClient(link.ground, keys=keys, archive=tmp_path / "ground.sqlite", sack_interval_s=0.2).connect()
+        try:
+            os.write(master, encode_frame(READING, 1, reading))
+            client.await_telemetry("EPS_BATTERY_WH", lambda v: v == 5.0, timeout=20)
+            job = client.submit_job("Solar panels", 16, timeout=5.0)
+            time.sleep(1.0)  # below the floor (20 Wh): the job waits
+            assert client.archive.result(job) is None
+            for seq in range(2, 40):  # charged: it runs; the rig keeps sending, as a rig does
+                os.write(master, encode_frame(READING, seq, {**reading, "t": float(seq), "battery_wh": 80.0}))
+                time.sleep(0.1)
+                for frame in reader.feed(_drain(master)):
+                    if frame.kind == COMPUTE:
+                        compute.append(frame.fields["compute_w"])
+                if client.archive.result(job) is not None:
+                    break
+            assert decode_result(client.await_result(job, timeout=30))["tokens"] > 0
+            assert max(compute) > 0  # the node told the rig what it drew
+            event = client.await_event("SENSOR_FAULT", timeout=20)  # the rig stops: silent
+            assert "silent" in event.message
+        finally:
+            client.close()
+    finally:
+        node.stop()
+        os.close(master)
+        os.close(slave)
+
+
+def _drain(fd: int) -> bytes:
+    import select
+
+    data = b""
+    while select.select([fd], [], [], 0)[0]:
+        data += os.read(fd, 4096)
+    return data
