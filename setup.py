@@ -11,6 +11,7 @@ from setuptools import Extension, find_packages, setup
 
 CSRC = Path("csrc")
 SCHED_C = {"tk_sched.c"}  # the scheduler is an extension of its own (flight.executive._sched)
+CRC_C = "tk_crc32c.c"  # also in the engine (for its scrubber) and alone in flight.engine._crc32c
 engine_sources = ["flight/engine/_engine.pyx"] + sorted(
     str(p) for p in CSRC.glob("*.c")
     if p.name != "tk_run.c" and p.name not in SCHED_C  # tk_run.c: the standalone runner's main()
@@ -33,6 +34,13 @@ extensions = [
         include_dirs=[str(CSRC)],
         extra_compile_args=C_FLAGS,
         extra_link_args=["-lm"],
+    ),
+    Extension(
+        "flight.engine._crc32c",
+        sources=["flight/engine/_crc32c.pyx", str(CSRC / CRC_C)],
+        include_dirs=[str(CSRC)],
+        extra_compile_args=C_FLAGS,
+        extra_link_args=["-lpthread"],
     ),
 ]
 
