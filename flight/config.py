@@ -25,6 +25,7 @@ from flight.executive.scheduler import (
     DEFAULT_AGING_PER_S, DEFAULT_HORIZON_MIN_S, DEFAULT_HYSTERESIS, MAX_BATCH, MAX_LEVELS, PowerLevel,
 )
 from flight.executive.cost_model import CONFIG_KEYS as COST_KEYS
+from flight.executive.fdir import DEFAULT_RULES, FdirConfigError, Rule, parse_rules, rules_for
 from flight.link.service import LinkConfig
 
 
@@ -109,6 +110,7 @@ DEFAULT_POWER_LEVELS = (PowerLevel("LOW", 7.0, 40.0), PowerLevel("MID", 15.0, 90
 class NodeConfig:
     values: dict[str, dict[str, Any]]  # section -> key -> value, every key present
     power_levels: tuple[PowerLevel, ...]
+    fdir_rules: tuple[Rule, ...]  # the [[fdir]] table, else the shipped rules at the configured limits
 
     def __getitem__(self, section: str) -> dict[str, Any]:
         return self.values[section]
@@ -122,6 +124,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
     raw = _read(path) if path is not None else {}
     values = {section: {key: spec[0] for key, spec in keys.items()} for section, keys in SCHEMA.items()}
     levels = raw.pop("power_levels", None)
+    fdir = raw.pop("fdir", None)
     for layer, origin in ((raw, where), (overrides or {}, "command line")):
         for section, keys in layer.items():
             if section not in SCHEMA:
@@ -136,7 +139,13 @@ def load_config(path: str | os.PathLike[str] | None = None,
                 if problem is not None:
                     raise ConfigError(f"{origin}: [{section}] {key}: expected {problem}, got {value!r}")
                 values[section][key] = value
-    return NodeConfig(values, _power_levels(levels, where) if levels is not None else DEFAULT_POWER_LEVELS)
+    sched = values["scheduler"]
+    try:
+        rules = (parse_rules(fdir, where) if fdir is not None else
+                 rules_for(sched["battery_floor_wh"], sched["thermal_limit_c"], sched["thermal_margin_c"]))
+    except FdirConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    return NodeConfig(values, _power_levels(levels, where) if levels is not None else DEFAULT_POWER_LEVELS, rules)
 
 
 def _read(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -176,6 +185,12 @@ def render_example() -> str:
             lines.append(f"# {meaning}")
             lines.append(f"# {key} = (unset)" if default is None else f"{key} = {_toml(default)}")
         lines.append("")
+    lines += ["# FDIR rules: without an [[fdir]] table the node runs these (thresholds from [scheduler]).",
+              "# A table given here replaces them all. Actions: SAFE, STANDBY, POWER_DOWN, ENGINE_RESTART, LINK_RESET.", ""]
+    for rule in DEFAULT_RULES:
+        lines += ["# [[fdir]]", f'# name = "{rule.name}"', f'# channel = "{rule.channel}"', f'# op = "{rule.op}"',
+                  f"# threshold = {_toml(rule.threshold)}", f"# persistence = {rule.persistence}  # ticks",
+                  f'# action = "{rule.action}"', f"# max_response_s = {_toml(rule.max_response_s)}", ""]
     for level in DEFAULT_POWER_LEVELS:
         lines += ["[[power_levels]]  # lowest first", f'name = "{level.name}"', f"watts = {_toml(level.watts)}",
                   f"tokens_per_s = {_toml(level.tokens_per_s)}", ""]

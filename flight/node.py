@@ -27,13 +27,14 @@ from typing import Any, Callable, Sequence
 
 import serial
 
-from flight.config import NodeConfig
+from flight.config import SCHEMA, NodeConfig
 from flight.engine import EngineError
 from flight.engine.model_path import default_model_path
 from flight.executive.accounting import Accountant
 from flight.executive.cost_model import CostModel
 from flight.executive.engine_supervisor import EngineSupervisor
 from flight.executive.executive import Executive, ExecutiveConfig
+from flight.executive.fdir import Fdir
 from flight.executive.job_service import JobService
 from flight.executive.modes import ModeMachine
 from flight.link.cli_support import serial_error
@@ -154,7 +155,9 @@ class Node:
                             aging_per_s=sched_cfg["aging_per_s"], hysteresis=sched_cfg["hysteresis"],
                             horizon_min_s=sched_cfg["horizon_min_s"], cap_throughput=True),
             dictionary, self.engine, self.link, self.sensors, self.jobs, self.modes, self.accountant,
-            PersistedCounters(self.db), on_tick=on_tick)
+            PersistedCounters(self.db), Fdir(config.fdir_rules),
+            link_channels=lambda: {"LINK_SILENCE_S": self.link.silence_s()}, link_reset=self._reset_radio,
+            on_tick=on_tick)
         self.job_service = JobService(self.jobs, self.executive, self.engine, self.loaded["n_ctx"],
                                       self.link.emit_event, clock=self.executive.clock)
         for name, handler in {**self.job_service.handlers(), **self.executive.handlers(),
@@ -209,6 +212,14 @@ class Node:
         count = self.results.purge_delivered()
         self.link.emit_event("STORE_RESULTS_PURGED", count=count)
         return {"count": count}
+
+    def _reset_radio(self) -> None:
+        """FDIR's command-loss action: the radio port back to its default line settings (a ground
+        that lost us may be calling at the default rate), reported; results stay onboard."""
+        baud = SCHEMA["link"]["baud"][0]
+        silence = self.link.silence_s()
+        self.port.reset(baud)
+        self.link.emit_event("LINK_PORT_RESET", baud=baud, silence_s=min(int(silence), 0xFFFFFFFF))
 
     def _on_sensor_fault(self, kind: str, detail: str) -> None:
         if self.link is not None:

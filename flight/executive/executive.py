@@ -30,11 +30,12 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from flight.executive.accounting import Accountant
+from flight.executive.fdir import Fdir, Firing
 from flight.executive.modes import ModeMachine, ModeRefused
 from flight.executive.scheduler import Decision, Energy, Job as SchedJob, PowerLevel, Scheduler, Thermal
 from flight.link.dictionary import Dictionary
@@ -123,8 +124,11 @@ class _Run:
 class Executive:
     def __init__(self, config: ExecutiveConfig, dictionary: Dictionary, engine: EngineControl, downlink: Downlink,
                  sensors: SensorBackend, jobs: JobStore, modes: ModeMachine, accountant: Accountant,
-                 counters: CounterStore, clock: Callable[[], float] = time.time,
+                 counters: CounterStore, fdir: Fdir, *, link_channels: Callable[[], Mapping[str, Any]] = dict,
+                 link_reset: Callable[[], object] | None = None, clock: Callable[[], float] = time.time,
                  on_tick: Callable[[], object] | None = None):
+        """link_channels: the link's housekeeping values the FDIR rules may watch (by name);
+        link_reset: FDIR's command-loss action (reset the radio port to its defaults)."""
         self.config = config
         self._d = dictionary
         self._engine = engine
@@ -134,6 +138,10 @@ class Executive:
         self._modes = modes
         self._acct = accountant
         self._counter_store = counters
+        self._fdir = fdir
+        self._fdir_holds: set[str] = set()  # rules whose STANDBY keeps auto_inference off until they clear
+        self._link_channels = link_channels
+        self._link_reset = link_reset
         self._base: dict[str, float] = {}  # lifetime counters as of this start
         self._counters_saved = time.monotonic()
         self.clock = clock
@@ -167,7 +175,7 @@ class Executive:
     def handlers(self) -> dict[str, Callable[[dict[str, Any], CommandOrigin], dict[str, Any] | None]]:
         """The executive's own commands, by name (the node registers them with the link)."""
         return {"MODE_SET": self._mode_set, "POWER_LEVEL_SET": self._power_level_set,
-                "ENGINE_RESTART": self._engine_restart}
+                "ENGINE_RESTART": self._engine_restart, "FDIR_RULE_ENABLE": self._fdir_rule_enable}
 
     def on_mode_change(self, previous: str, mode: str, cause: str) -> None:
         """ModeMachine's listener: an event and the housekeeping value."""
@@ -245,11 +253,24 @@ class Executive:
         if level >= len(self.config.levels):
             raise CommandFailure("BAD_ARGUMENT", f"max_level {level}: the table has levels 0 to "
                                                  f"{len(self.config.levels) - 1}")
+        self._cap_level(level)
+        return {"max_level": level}
+
+    def _cap_level(self, level: int) -> None:
         with self._lock:
             self._max_level = level
             self._scheduler = self._make_scheduler()
         self._downlink.emit_event("SCHED_MAX_LEVEL_SET", max_level=level)
-        return {"max_level": level}
+
+    def _fdir_rule_enable(self, args: dict[str, Any], origin: CommandOrigin) -> dict[str, Any]:
+        with self._lock:  # the loop evaluates the rules under the same lock
+            try:
+                self._fdir.enable(args["rule"], args["enabled"])
+            except KeyError:
+                raise CommandFailure("BAD_ARGUMENT", f"no FDIR rule {args['rule'][:64]!r}; rules: "
+                                                     f"{', '.join(self._fdir.rules)}") from None
+        self._downlink.emit_event("FDIR_RULE_SET", rule=args["rule"], state="enabled" if args["enabled"] else "disabled")
+        return {"rule": args["rule"], "enabled": args["enabled"]}
 
     def _engine_restart(self, args: dict[str, Any], origin: CommandOrigin) -> None:
         try:
@@ -330,6 +351,7 @@ class Executive:
         self._apply(decision)
         self._flush_streams()
         self._publish(reading, decision)
+        self._run_fdir()
 
     # -- the tick's parts -------------------------------------------------------------------------
 
@@ -438,10 +460,48 @@ class Executive:
             self._downlink.emit_event("ENGINE_FAILED", detail=str(self._engine.failed)[:200])
         self._engine_failed_reported = failed
 
+    def _run_fdir(self) -> None:
+        """Evaluate the FDIR rules on this tick's housekeeping and the link's, and act."""
+        channels = dict(self._channels)
+        try:
+            channels.update(self._link_channels())
+        except Exception:  # the link's values are evidence, not a reason to skip the rules
+            log.exception("link channels for FDIR")
+        with self._lock:
+            firings = self._fdir.evaluate(time.monotonic(), channels)
+            self._fdir_holds = {name for name in self._fdir_holds if self._fdir.holding(name)}
+        for firing in firings:
+            self._act(firing)
+        self._channels = {**self._channels, "FDIR_FIRINGS": sum(self._fdir.firings.values()),
+                          "FDIR_RULES_DISABLED": self._fdir.disabled}
+
+    def _act(self, firing: Firing) -> None:
+        rule = self._fdir.rules[firing.rule]
+        self._downlink.emit_event("FDIR_FIRED", rule=firing.rule, channel=rule.channel, value=float(firing.value),
+                                  action=firing.action, latency_ms=min(int(firing.latency_s * 1000), 0xFFFFFFFF),
+                                  late=", LATE" if firing.late else "")
+        try:
+            if firing.action == "SAFE":  # left by command only: auto_inference never leaves SAFE
+                self._modes.request("SAFE", "FDIR")
+            elif firing.action == "STANDBY":
+                with self._lock:
+                    self._fdir_holds.add(firing.rule)
+                if self._modes.mode == "INFERENCE":
+                    self._modes.request("STANDBY", "FDIR")
+            elif firing.action == "POWER_DOWN":
+                self._cap_level(max(0, (self._level if self._level >= 0 else len(self.config.levels) - 1) - 1))
+            elif firing.action == "ENGINE_RESTART":
+                self._engine.restart()
+            elif firing.action == "LINK_RESET" and self._link_reset is not None:
+                self._link_reset()
+        except Exception as exc:  # a refused mode change, an engine that still does not load
+            log.warning("FDIR %s: %s failed: %s", firing.rule, firing.action, exc)
+
     def _auto_mode(self, reading: SensorReading) -> None:
-        """auto_inference: STANDBY -> INFERENCE once energy allows, unless STANDBY was commanded."""
+        """auto_inference: STANDBY -> INFERENCE once energy allows, unless STANDBY was commanded
+        or an FDIR rule that put the node in STANDBY still holds."""
         if (self.config.auto_inference and self._modes.mode == "STANDBY" and not self._commanded_standby
-                and reading.battery_wh > self.config.battery_floor_wh):
+                and not self._fdir_holds and reading.battery_wh > self.config.battery_floor_wh):
             try:
                 self._modes.request("INFERENCE", "AUTO")
             except ModeRefused:  # a command changed the mode in between

@@ -124,6 +124,14 @@ class Fdir:
         self._fired[name] = False
         self._since.pop(name, None)
 
+    def holding(self, name: str) -> bool:
+        """The rule has fired and its condition has not cleared since."""
+        return self._fired.get(name, False)
+
+    @property
+    def disabled(self) -> int:
+        return sum(1 for r in self.rules.values() if not r.enabled)
+
     def evaluate(self, now_s: float, channels: Mapping[str, Any]) -> list[Firing]:
         """One tick: the firings it brings, in table order."""
         out = []

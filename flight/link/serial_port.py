@@ -49,6 +49,15 @@ class SerialPort:
                 raise serial.SerialException(f"{self.port} is not open")
             port.write(data)
 
+    def reset(self, baud: int) -> None:
+        """Reopen the device at baud with default settings (FDIR's command-loss recovery): the
+        receive thread reopens it at once, as after any failure."""
+        self.baud = baud
+        port = self._serial
+        if port is not None and hasattr(port, "cancel_read"):
+            port.cancel_read()
+        self._close_device()
+
     def close(self) -> None:
         self._stop.set()
         port = self._serial

@@ -185,6 +185,11 @@ class LinkService:
         self._writer.wake()
         return stored
 
+    def silence_s(self, now: float | None = None) -> float:
+        """Seconds since the last authentic, fresh uplink packet (since the start if none yet)."""
+        last = self._last_contact
+        return (time.monotonic() if now is None else now) - (self._started if last is None else last)
+
     def link_up(self) -> bool:
         last = self._last_contact
         return last is not None and time.monotonic() - last <= self.config.contact_timeout_s
@@ -415,6 +420,7 @@ class LinkService:
     def _publish_housekeeping(self) -> None:
         now = time.monotonic()
         self.telemetry.set("LINK_UPTIME", int(now - self._started))
+        self.telemetry.set("LINK_SILENCE_S", self.silence_s(now))
         with self._contact_lock:
             lost = self._contact and not self.link_up()
             if lost:

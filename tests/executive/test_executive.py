@@ -23,6 +23,7 @@ from flight.executive.accounting import Accountant
 from flight.executive.cost_model import CostModel
 from flight.executive.engine_supervisor import EngineSupervisor
 from flight.executive.executive import SAVE_EVERY, Executive, ExecutiveConfig
+from flight.executive.fdir import Fdir, Rule, rules_for
 from flight.executive.job_service import JobService
 from flight.executive.modes import ModeMachine
 from flight.link.dictionary import load_dictionary
@@ -83,7 +84,8 @@ def reference(model):
 
 class Rig:
     def __init__(self, tmp_path: Path, model: Path, *, n_batch: int = 1, auto_inference: bool = True,
-                 sim: SimConfig | None = None, rate: float = 400.0, model_path: Path | None = None):
+                 sim: SimConfig | None = None, rate: float = 400.0, model_path: Path | None = None,
+                 fdir: tuple | None = None):
         self.db = OnboardDb(tmp_path / "onboard.sqlite")
         self.store = JobStore(self.db)
         self.link = Recorder()
@@ -100,7 +102,9 @@ class Rig:
         self.executive = Executive(
             ExecutiveConfig(levels=levels, n_batch=n_batch, n_ctx=N_CTX, tick_hz=20.0, auto_inference=auto_inference),
             D, self.engine, self.link, self.sensors, self.store, self.modes, Accountant(CostModel()),
-            PersistedCounters(self.db))
+            PersistedCounters(self.db), Fdir(rules_for(20.0, 85.0, 10.0) if fdir is None else fdir),
+            link_channels=lambda: dict(self.link_channels), link_reset=lambda: self.link.emit_event("RESET"))
+        self.link_channels: dict[str, Any] = {}
         self.jobs = JobService(self.store, self.executive, self.engine, N_CTX, self.link.emit_event, time.time)
         self.handlers = {**self.jobs.handlers(), **self.executive.handlers()}
         self.next_id = 1
@@ -216,14 +220,47 @@ def test_with_auto_inference_off_jobs_wait_for_mode_set_inference(rig_factory):
     assert causes[-1] == (D.enum_value("MODE", "INFERENCE"), D.enum_value("MODE_CAUSE", "COMMAND"))
 
 
-def test_battery_at_its_floor_keeps_the_node_idle(rig_factory):
+def test_battery_below_its_floor_is_safe_mode_by_fdir_left_only_by_command(rig_factory):
     rig = rig_factory(sim=SimConfig(battery_start_wh=10.0, solar_w=0.0)).start()
     job = rig.submit("no energy", 8)
+    rig.wait(lambda: rig.modes.mode == "SAFE", what="FDIR's SAFE")
+    [fired] = rig.link.named("FDIR_FIRED")
+    assert (fired["rule"], fired["action"]) == ("BATTERY_LOW", "SAFE") and fired["value"] == pytest.approx(10.0, abs=0.01)
+    assert fired["latency_ms"] < 1000 and fired["late"] == ""
+    assert rig.link.named("MODE_CHANGED")[-1]["cause"] == D.enum_value("MODE_CAUSE", "FDIR")
     time.sleep(0.5)
-    assert job not in rig.link.results
-    assert rig.executive.channels()["SCHED_REASON"] in (D.enum_value("SCHED_REASON", "IDLE_ENERGY_FLOOR"),
-                                                        D.enum_value("SCHED_REASON", "IDLE_MODE"))
-    assert rig.modes.mode == "STANDBY"  # auto_inference waits for energy
+    assert rig.modes.mode == "SAFE" and job not in rig.link.results  # auto_inference never leaves SAFE
+    assert rig.executive.channels()["SCHED_REASON"] == D.enum_value("SCHED_REASON", "IDLE_MODE")
+    assert rig.executive.channels()["FDIR_FIRINGS"] == 1
+    rig.command("MODE_SET", mode=D.enum_value("MODE", "STANDBY"))
+    assert rig.modes.mode == "STANDBY"
+
+
+def test_an_fdir_standby_holds_until_its_rule_clears_and_rules_are_enabled_by_command(rig_factory):
+    hot = Rule("HOT", "THERM_BOARD_C", ">=", -100.0, 2, "STANDBY", 1.0)  # always true: the board is "hot"
+    rig = rig_factory(fdir=(hot,)).start()
+    rig.wait(lambda: rig.link.named("FDIR_FIRED"), what="HOT fired")
+    time.sleep(0.5)
+    assert rig.modes.mode == "STANDBY"  # auto_inference held off while HOT holds
+    rig.command("FDIR_RULE_ENABLE", rule="HOT", enabled=False)
+    rig.wait(lambda: rig.modes.mode == "INFERENCE", what="auto_inference once the hold is gone")
+    assert rig.executive.channels()["FDIR_RULES_DISABLED"] == 1
+    assert rig.link.named("FDIR_RULE_SET") == [{"rule": "HOT", "state": "disabled"}]
+    with pytest.raises(CommandFailure) as unknown:
+        rig.command("FDIR_RULE_ENABLE", rule="NOPE", enabled=True)
+    assert unknown.value.reason == "BAD_ARGUMENT"
+
+
+def test_command_loss_resets_the_radio_port_once_per_episode(rig_factory):
+    loss = Rule("COMMAND_LOSS", "LINK_SILENCE_S", ">", 5.0, 3, "LINK_RESET", 1.0)
+    rig = rig_factory(fdir=(loss,)).start()
+    rig.link_channels["LINK_SILENCE_S"] = 2.0
+    time.sleep(0.3)
+    assert rig.link.named("RESET") == []
+    rig.link_channels["LINK_SILENCE_S"] = 6.0
+    rig.wait(lambda: rig.link.named("RESET"), what="the port reset")
+    time.sleep(0.5)
+    assert len(rig.link.named("RESET")) == 1  # once per episode, not every tick
 
 
 def test_power_level_cap_and_context_overflow(rig_factory):

@@ -214,9 +214,9 @@ def test_systemd_notify_ready_watchdog_and_stopping(link, tmp_path):
 
 
 def test_with_hil_sensors_the_node_follows_the_rig_and_reports_a_silent_board(link, tmp_path):
-    """`--sensors hil` over a pty: the rig double's READINGs drive the energy plan (an empty battery
-    keeps jobs waiting, a charged one lets them run), the node reports its compute power back, and
-    a board that falls silent is a SENSOR_FAULT event."""
+    """`--sensors hil` over a pty: the rig double's READINGs drive the node (an empty battery is
+    FDIR's SAFE and jobs wait; charged and commanded out of SAFE, they run), the node reports its
+    compute power back, and a board that falls silent is a SENSOR_FAULT event."""
     import tty
 
     from flight.sensors.bus import COMPUTE, READING, SensorFrameReader, encode_frame
@@ -240,9 +240,14 @@ def test_with_hil_sensors_the_node_follows_the_rig_and_reports_a_silent_board(li
             os.write(master, encode_frame(READING, 1, reading))
             client.await_telemetry("EPS_BATTERY_WH", lambda v: v == 5.0, timeout=20)
             job = client.submit_job("Solar panels", 16, timeout=5.0)
-            time.sleep(1.0)  # below the floor (20 Wh): the job waits
+            # below the floor (20 Wh): FDIR's BATTERY_LOW puts the node in SAFE, and the job waits
+            fired = client.await_event("FDIR_FIRED", timeout=20)
+            assert "BATTERY_LOW" in fired.message and "SAFE" in fired.message
             assert client.archive.result(job) is None
-            for seq in range(2, 40):  # charged: it runs; the rig keeps sending, as a rig does
+            os.write(master, encode_frame(READING, 2, {**reading, "battery_wh": 80.0}))
+            client.send_and_await_completion("MODE_SET", mode=2)  # SAFE is left by command only: STANDBY,
+            client.send_and_await_completion("MODE_SET", mode=3)  # then INFERENCE (a commanded STANDBY sticks)
+            for seq in range(3, 40):  # charged: it runs; the rig keeps sending, as a rig does
                 os.write(master, encode_frame(READING, seq, {**reading, "t": float(seq), "battery_wh": 80.0}))
                 time.sleep(0.1)
                 for frame in reader.feed(_drain(master)):
