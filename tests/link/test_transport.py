@@ -136,3 +136,35 @@ def test_deframer_over_loop_url():
         port.close()
     assert packets == sent
     assert deframer.counters["BAD_FRAME"] == 20
+
+
+def test_reset_reopens_the_port_at_the_default_rate_and_keeps_receiving():
+    """FDIR's command-loss action: the device is reopened at the given baud; bytes flow again."""
+    import os
+    import termios
+    import threading
+    import time
+
+    from flight.link.serial_port import SerialPort
+
+    master, slave = os.openpty()
+    got = bytearray()
+    arrived = threading.Event()
+
+    def on_bytes(data: bytes) -> None:
+        got.extend(data)
+        if b"after" in got:
+            arrived.set()
+
+    port = SerialPort(os.ttyname(slave), 9600, reopen_delay=0.1)
+    try:
+        port.start(on_bytes)
+        port.reset(115200)
+        time.sleep(0.5)
+        assert port.baud == 115200 and termios.tcgetattr(slave)[5] == termios.B115200
+        os.write(master, b"after")
+        assert arrived.wait(5.0)
+    finally:
+        port.close()
+        os.close(master)
+        os.close(slave)
