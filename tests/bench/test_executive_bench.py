@@ -39,6 +39,7 @@ from flight.executive.accounting import Accountant
 from flight.executive.cost_model import CostModel
 from flight.executive.engine_supervisor import EngineSupervisor
 from flight.executive.executive import Executive, ExecutiveConfig
+from flight.executive.fdir import Fdir, rules_for
 from flight.executive.modes import ModeMachine
 from flight.executive.scheduler import PowerLevel
 from flight.link.dictionary import load_dictionary
@@ -92,7 +93,7 @@ class TickRig:
             ExecutiveConfig(levels=SLOW_LEVELS, n_batch=N_BATCH, n_ctx=N_CTX, tick_hz=TICK_HZ,
                             auto_inference=inference),
             D, self.engine, self.link, SimSensors(), self.store, self.modes, Accountant(CostModel()),
-            PersistedCounters(self.db))
+            PersistedCounters(self.db), Fdir(rules_for(20.0, 85.0, 10.0)))  # the shipped rules: FDIR is in the tick
         now = time.time()
         for i in range(1, N_JOBS + 1):
             # varied priorities and ages, as a real queue; prompt ids as JOB_SUBMIT stores them
