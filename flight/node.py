@@ -184,13 +184,16 @@ class Node:
     def stop(self) -> None:
         assert self.executive is not None and self.link is not None
         self.executive.stop(engine_stop=self.engine.stop)
-        self.link.stop()
-        if isinstance(self.sensors, HilSensors):
-            self.sensors.stop()
+        self.link.stop()  # closes the radio port
+        self._stop_sensors()
         self.db.close()
 
     def _close_ports(self) -> None:
+        """A start that failed after the ports opened: close them."""
         self.port.close()
+        self._stop_sensors()
+
+    def _stop_sensors(self) -> None:
         if isinstance(self.sensors, HilSensors):
             self.sensors.stop()
 

@@ -167,7 +167,9 @@ class Executive:
         self._lateness: deque[tuple[float, float]] = deque()
         self._overruns = 0
         self._tick_us = 0.0
-        self._counts = dict.fromkeys(("submitted", "completed", "preemptions", "cancelled", "failed", "tokens"), 0)
+        # this start's counts, by channel name; LIFETIME adds the accountant's totals and the base
+        self._counts = dict.fromkeys(("JOB_SUBMITTED", "JOB_COMPLETED", "JOB_PREEMPTIONS", "JOB_CANCELLED",
+                                      "JOB_FAILED", "ENGINE_TOKENS"), 0)
         self._channels: dict[str, Any] = {}
 
     # -- wiring -----------------------------------------------------------------------------------
@@ -192,7 +194,7 @@ class Executive:
             run.rng_state = event.rng_state
             if run.job.stream:
                 run.pieces.append((event.token, event.piece))
-            self._counts["tokens"] += 1
+            self._counts["ENGINE_TOKENS"] += 1
             self._token_times.append(time.monotonic())
             due = len(run.tokens) - run.saved_n >= SAVE_EVERY
         self._acct.tokens(event.job_id, 1)
@@ -209,7 +211,7 @@ class Executive:
         """A job newly stored by JOB_SUBMIT joins the table."""
         with self._lock:
             self._runs[job.job_id] = _Run(job)
-            self._counts["submitted"] += 1
+            self._counts["JOB_SUBMITTED"] += 1
 
     def cancel(self, job_id: int) -> int:
         """JOB_CANCEL: tokens made so far; CommandFailure if there is nothing to cancel."""
@@ -378,7 +380,7 @@ class Executive:
         if engine_job.error is not None:
             with self._lock:
                 self._runs.pop(run.job.job_id, None)
-                self._counts["failed"] += 1
+                self._counts["JOB_FAILED"] += 1
             self._store.fail_job(run.job.job_id)
             self._acct.forget(run.job.job_id)
             self._downlink.emit_event("JOB_FAILED", job_id=run.job.job_id, detail=engine_job.error[:200])
@@ -398,7 +400,7 @@ class Executive:
                 run.state = "queued"
                 if not shutting_down:
                     run.preemptions += 1
-                    self._counts["preemptions"] += 1
+                    self._counts["JOB_PREEMPTIONS"] += 1
             self._save_progress(run)
             if not shutting_down:
                 self._downlink.emit_event("JOB_PREEMPTED", job_id=run.job.job_id, tokens_done=len(run.tokens))
@@ -426,7 +428,7 @@ class Executive:
         self._downlink.publish_result(job.job_id, data, job.spi)
         with self._lock:
             self._runs.pop(job.job_id, None)
-            self._counts["cancelled" if stop_reason == "cancelled" else "completed"] += 1
+            self._counts["JOB_CANCELLED" if stop_reason == "cancelled" else "JOB_COMPLETED"] += 1
         self._acct.forget(job.job_id)
         self._save_counters()
         if stop_reason == "cancelled":
@@ -454,7 +456,6 @@ class Executive:
             cause = (self._engine.last_restart_cause or "died").upper()
             self._downlink.emit_event("ENGINE_RESTARTED", cause=self._d.enum_value("ENGINE_RESTART_CAUSE", cause),
                                       count=restarts)
-            self._rate = None  # a new child: send the cap again
         failed = self._engine.state == "failed"
         if failed and not self._engine_failed_reported:
             self._downlink.emit_event("ENGINE_FAILED", detail=str(self._engine.failed)[:200])
@@ -607,7 +608,6 @@ class Executive:
         with self._lock:
             running = sum(1 for run in self._runs.values() if run.state == "running")
             queued = len(self._runs)
-            counts = dict(self._counts)
         d = self._d
         channels: dict[str, Any] = {
             "MODE_CURRENT": d.enum_value("MODE", self._modes.mode),
@@ -618,12 +618,10 @@ class Executive:
             "THERM_BOARD_C": reading.board_temperature_c,
             "ENGINE_STATE": d.enum_value("ENGINE_STATE", self._engine.state.upper()),
             "ENGINE_RESTARTS": self._engine.restarts,
-            "ENGINE_TOKENS_PER_S": float(len(self._token_times)), "ENGINE_TOKENS": counts["tokens"],
+            "ENGINE_TOKENS_PER_S": float(len(self._token_times)),
             "SCHED_LEVEL": self._level, "SCHED_REASON": d.enum_value("SCHED_REASON", self._reason),
             "SCHED_MAX_LEVEL": self._max_level,
-            "JOB_QUEUE_DEPTH": queued, "JOB_RUNNING": running, "JOB_SUBMITTED": counts["submitted"],
-            "JOB_COMPLETED": counts["completed"], "JOB_PREEMPTIONS": counts["preemptions"],
-            "JOB_CANCELLED": counts["cancelled"], "JOB_FAILED": counts["failed"],
+            "JOB_QUEUE_DEPTH": queued, "JOB_RUNNING": running,
             "EXEC_TICK_US": self._tick_us, "EXEC_OVERRUNS": self._overruns,
             "EXEC_LATE_MS_P99": late[min(len(late) - 1, int(0.99 * len(late)))] * 1e3 if late else 0.0,
         }
@@ -633,8 +631,7 @@ class Executive:
         else:
             channels.update(SCHED_BATCH=0, SCHED_PREEMPTED=0)
         channels.update(self._acct.totals())
-        for name in LIFETIME:
-            channels[name] += self._base.get(name, 0)
+        channels.update(self._lifetime())
         tokens = channels["ACCT_TOKENS"]
         channels["ACCT_J_PER_TOKEN"] = channels["ACCT_JOULES"] / tokens if tokens else 0.0
         channels["ACCT_USD_PER_TOKEN"] = channels["ACCT_USD"] / tokens if tokens else 0.0
@@ -642,15 +639,15 @@ class Executive:
         if now - self._counters_saved >= COUNTERS_SAVE_S:
             self._save_counters()
 
-    def _save_counters(self) -> None:
-        """Persist the lifetime counters: this start's, on top of what the last start left."""
+    def _lifetime(self) -> dict[str, float]:
+        """The LIFETIME counters: this start's, on top of what the last start left."""
+        current = dict(self._acct.totals())
         with self._lock:
-            counts = dict(self._counts)
-        current = {"JOB_SUBMITTED": counts["submitted"], "JOB_COMPLETED": counts["completed"],
-                   "JOB_PREEMPTIONS": counts["preemptions"], "JOB_CANCELLED": counts["cancelled"],
-                   "JOB_FAILED": counts["failed"], "ENGINE_TOKENS": counts["tokens"]}
-        current.update((k, v) for k, v in self._acct.totals().items() if k in LIFETIME)
-        self._counter_store.save({name: self._base.get(name, 0) + current[name] for name in LIFETIME})
+            current.update(self._counts)
+        return {name: self._base.get(name, 0) + current[name] for name in LIFETIME}
+
+    def _save_counters(self) -> None:
+        self._counter_store.save(self._lifetime())
         self._counters_saved = time.monotonic()
 
     def channels(self) -> dict[str, Any]:
