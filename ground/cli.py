@@ -29,7 +29,7 @@ from flight.link.cli_support import (
 from flight.link.dictionary import CommandDef, ValueCheckError, load_dictionary
 from flight.link.job_result import ResultDecodeError, decode_result
 from flight.link.keys import OPERATIONS, ROLES, KeyFileError, write_new_key_file
-from ground.archive import ArchiveError, GroundArchive
+from ground.archive import JOB_OPTIONS, ArchiveError, GroundArchive
 from ground.client import CommandError, GroundClient
 
 # Longest wait for a command's completion or a job's result, and longest monitor or collect run
@@ -172,8 +172,9 @@ def _monitor(args: argparse.Namespace) -> int:
     return 0
 
 
-# JOB_SUBMIT's optional arguments as `ground submit` options (None: not given, the node's default).
-_SUBMIT_OPTIONS = ("chat", "stream", "priority", "temperature", "top_k", "top_p", "seed", "token_ids")
+# JOB_SUBMIT's optional arguments as `ground submit` options (None: not given, the node's default);
+# the deadline is given relative and converted once the onboard clock is known.
+_SUBMIT_OPTIONS = tuple(name for name in JOB_OPTIONS if name != "deadline")
 
 
 def _submit(args: argparse.Namespace) -> int:

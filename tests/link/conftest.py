@@ -3,10 +3,6 @@ service (in this process, with a stand-in job source, or as a separate `flight r
 ground client."""
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
@@ -23,6 +19,7 @@ from flight.store.onboard_db import OnboardDb
 from flight.store.result_store import ResultStore
 from ground.client import GroundClient
 from tests.link.radio_relay import RadioRelay
+from tests.node.helpers import FlightRun
 from tests.link.stand_in_jobs import StandInJobs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -116,39 +113,18 @@ def synth_completion(model: Path, prompt: str, max_tokens: int) -> str:
         return engine.generate(prompt, max_tokens=max_tokens).text
 
 
-class NodeProcess:
-    """`flight run` as a real process, to be killed with SIGKILL."""
-
-    def __init__(self, port: str, data_dir: Path, keys: Path, log: Path, model: Path):
-        data_dir.mkdir(exist_ok=True)
-        config = data_dir.parent / "node.toml"
-        config.write_text(NODE_CONFIG)
-        self.args = [sys.executable, "-m", "flight.cli", "run", "--port", port, "--data-dir", str(data_dir),
-                     "--keys", str(keys), "--config", str(config), "--model", str(model), "--log-level", "WARNING"]
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(self.args, cwd=REPO, stderr=log)
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-
-
 @pytest.fixture
-def node_factory(tmp_path: Path, keyfile: Path, synth_node_model: Path) -> Iterator[Callable[[str], NodeProcess]]:
-    nodes: list[NodeProcess] = []
+def node_factory(tmp_path: Path, keyfile: Path, synth_node_model: Path) -> Iterator[Callable[[str], FlightRun]]:
+    """`flight run` processes on the synthetic model, to be killed with SIGKILL."""
+    nodes: list[FlightRun] = []
 
-    def make(port: str) -> NodeProcess:
-        node = NodeProcess(port, tmp_path / "node-data", keyfile, tmp_path / "node.log", synth_node_model)
+    def make(port: str) -> FlightRun:
+        data_dir = tmp_path / "node-data"
+        data_dir.mkdir(exist_ok=True)
+        config = tmp_path / "node.toml"
+        config.write_text(NODE_CONFIG)
+        node = FlightRun(port, keyfile, data_dir, tmp_path / "node.log", "--config", str(config),
+                         "--model", str(synth_node_model))
         nodes.append(node)
         return node
 
