@@ -28,6 +28,7 @@ $(DEPS): $(PY) requirements.txt requirements-dev.txt
 $(BUILT): $(DEPS) setup.py pyproject.toml $(wildcard csrc/*.c csrc/*.h flight/engine/*.pyx flight/engine/*.pxd flight/executive/*.pyx)
 	$(PIP) install --quiet --no-build-isolation --no-deps -e .
 	$(PY) setup.py --quiet build_ext --inplace
+	$(PY) -m flight.cli manifest  # the packaged model's weight manifest, the scrubber's reference
 	touch $@
 
 setup: $(DEPS)

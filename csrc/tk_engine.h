@@ -57,7 +57,7 @@ typedef struct {
 
 typedef struct {
     int fd;
-    const uint8_t *map;     /* [size] read-only mapping of the whole file */
+    const uint8_t *map;     /* [size] private read-only mapping of the whole file */
     size_t size;
     uint32_t version;
     uint64_t n_kv, n_tensors;

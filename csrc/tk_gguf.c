@@ -180,7 +180,9 @@ int tk_gguf_open(tk_gguf *g, const char *path, char err[TK_ERR_LEN]) {
         goto bad;
     }
     g->size = (size_t)st.st_size;
-    void *map = mmap(NULL, g->size, PROT_READ, MAP_SHARED, g->fd, 0);
+    /* private: an upset in RAM (or a flip written through /proc/PID/mem) changes this process's
+     * copy, never the file, and the scrubber repairs it from the file (tk_scrub.c) */
+    void *map = mmap(NULL, g->size, PROT_READ, MAP_PRIVATE, g->fd, 0);
     if (map == MAP_FAILED) {
         tk_fail(err, "cannot map model %s: %s", path, strerror(errno));
         goto bad;

@@ -1,7 +1,9 @@
 """`flight`: the onboard command line.
 
     flight run --port DEV|URL --keys FILE --data-dir DIR [--baud N] [--config FILE] [--model PATH]
-               [--threads N] [--sensors sim|hil|jetson] [--sensor-port DEV|URL] [--log-level L]
+               [--threads N] [--sensors sim|hil|jetson] [--sensor-port DEV|URL] [--sysfs-root DIR]
+               [--log-level L]
+    flight manifest [MODEL] [--block-octets N] [--check]
     flight generate --prompt TEXT [--model PATH] [--max-tokens N] [--temperature T] [--top-k K]
                     [--top-p P] [--seed S] [--threads N] [--n-ctx N] [--chat] [--system TEXT]
                     [--json]
@@ -89,7 +91,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="llama GGUF file (default: config, else the packaged SmolLM2-135M Q4_1)")
     p.add_argument("--threads", type=int, help="engine threads (default: config, else cores - 1)")
     p.add_argument("--sensors", choices=("sim", "hil", "jetson"), help="sensor backend (default: config, else sim)")
-    p.add_argument("--sensor-port", help="serial device or URL of the hil sensor backend")
+    p.add_argument("--sensor-port", help="serial device or URL of the sensor bus: the rig's (hil) or the EPS board's "
+                                         "(jetson)")
+    p.add_argument("--sysfs-root", help="jetson: directory holding the board's sys/ and nvpmodel files (default: config, "
+                                        "else /)")
     p.add_argument("--log-level", type=log_level, default="INFO", help="debug, info, warning, error or critical")
     p.set_defaults(func=_run)
 
@@ -103,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
     overrides: dict[str, dict[str, object]] = {"link": {"port": args.port}}
     for section, key, value in (("link", "baud", args.baud), ("engine", "model", args.model),
                                 ("engine", "threads", args.threads), ("sensors", "backend", args.sensors),
-                                ("sensors", "port", args.sensor_port)):
+                                ("sensors", "port", args.sensor_port), ("sensors", "sysfs_root", args.sysfs_root)):
         if value is not None:
             overrides.setdefault(section, {})[key] = value
     try:
@@ -157,10 +162,37 @@ class _SystemdNotifier:
             self._notifier.notify("WATCHDOG=1")
 
 
+def _add_manifest(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("manifest", help="make (when installing a model) or check the weight manifest beside a model")
+    p.add_argument("model", nargs="?", help="GGUF file (default: the packaged SmolLM2-135M-Instruct Q4_1)")
+    p.add_argument("--block-octets", type=int, default=None, help="octets per checksummed block (default 65536)")
+    p.add_argument("--check", action="store_true", help="verify the model against its manifest instead of making one")
+    p.set_defaults(func=_manifest)
+
+
+def _manifest(args: argparse.Namespace) -> int:
+    from flight.engine.manifest import DEFAULT_BLOCK_OCTETS, ManifestError, check_model, make_manifest, manifest_path
+    from flight.engine.model_path import default_model_path
+
+    model = args.model or str(default_model_path())
+    try:
+        if args.check:
+            m = check_model(model)
+            print(f"{model}: {m.n_blocks} blocks agree with {manifest_path(model).name}")
+        else:
+            m = make_manifest(model, args.block_octets or DEFAULT_BLOCK_OCTETS)
+            print(f"{manifest_path(model)}: {m.n_blocks} blocks of {m.block_octets} octets")
+    except ManifestError as exc:
+        print(f"flight manifest: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="flight", description="tokensat onboard software")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     _add_generate(sub)
+    _add_manifest(sub)
     _add_run(sub)
     return parser
 

@@ -25,8 +25,9 @@ from flight.executive.scheduler import (
     DEFAULT_AGING_PER_S, DEFAULT_HORIZON_MIN_S, DEFAULT_HYSTERESIS, MAX_BATCH, MAX_LEVELS, PowerLevel,
 )
 from flight.executive.cost_model import CONFIG_KEYS as COST_KEYS
-from flight.executive.fdir import DEFAULT_RULES, FdirConfigError, Rule, parse_rules, rules_for
+from flight.executive.fdir import ACTIONS, DEFAULT_RULES, FdirConfigError, Rule, parse_rules, rules_for
 from flight.link.service import LinkConfig
+from flight.store.recorder import DEFAULT_CAPACITY_OCTETS, DEFAULT_CAPACITY_RECORDS, DEFAULT_FLUSH_PERIOD_S
 
 
 class ConfigError(ValueError):
@@ -78,6 +79,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, Check, str]]] = {
         "n_ctx": (2048, _number(16, 131072, integer=True), "context per sequence (prompt plus output), tokens"),
         "n_batch": (8, _number(1, MAX_BATCH, integer=True), "sequences decoded together"),
         "simd": ("auto", _choice("auto", "avx2", "neon", "scalar"), "kernel path"),
+        "scrub_period_s": (60.0, _number(0.5, 86400),
+                           "every weight block is checked against the model's manifest within this, s"),
     },
     "executive": {
         "tick_hz": (10.0, _number(1, 100), "main loop rate"),
@@ -93,7 +96,21 @@ SCHEMA: dict[str, dict[str, tuple[Any, Check, str]]] = {
     },
     "sensors": {
         "backend": ("sim", _choice("sim", "hil", "jetson"), "where power, battery, eclipse and temperatures come from"),
-        "port": (None, _optional(_text), "serial device or URL of the hil backend"),
+        "port": (None, _optional(_text), "serial device or URL of the sensor bus: the rig's (hil) or the EPS board's (jetson)"),
+        "sysfs_root": ("/", _text, "jetson: directory holding the board's sys/, var/lib/nvpmodel/status and etc/nvpmodel.conf"),
+        "board_zone": (None, _optional(_text), "jetson: thermal zone type read as the board temperature; unset: the hottest"),
+    },
+    # The onboard recorder (flight/store/recorder.py) and its playback (flight/link/playback.py).
+    "recorder": {
+        "enabled": (True, _flag, "record events and housekeeping onboard; play back what the ground missed"),
+        "capacity_records": (DEFAULT_CAPACITY_RECORDS, _number(100, 100_000_000, integer=True),
+                             "records kept; beyond, the oldest are dropped"),
+        "capacity_octets": (DEFAULT_CAPACITY_OCTETS, _number(65536, 2**40, integer=True),
+                            "octets of recorded packet bodies kept; beyond, the oldest are dropped"),
+        "hk_period_s": (_LINK.record_hk_period_s, _number(1, 86400),
+                        "seconds between recorded housekeeping snapshots (the live rate is [link] hk_period_s)"),
+        "flush_period_s": (DEFAULT_FLUSH_PERIOD_S, _number(0.1, 60),
+                           "seconds between commits of the recorder: what a kill -9 can lose"),
     },
     # The cost model's keys (flight/executive/cost_model.py holds their defaults' sources).
     "cost": {key: (default, _number(0.001, 1) if key == "duty_cycle" else _number(0.01, 100) if key == "lifetime_years"
@@ -186,7 +203,8 @@ def render_example() -> str:
             lines.append(f"# {key} = (unset)" if default is None else f"{key} = {_toml(default)}")
         lines.append("")
     lines += ["# FDIR rules: without an [[fdir]] table the node runs these (thresholds from [scheduler]).",
-              "# A table given here replaces them all. Actions: SAFE, STANDBY, POWER_DOWN, ENGINE_RESTART, LINK_RESET.", ""]
+              "# A table given here replaces them all (the engine is restarted only by its rules and by",
+              f"# ENGINE_RESTART). Actions: {', '.join(ACTIONS)}.", ""]
     for rule in DEFAULT_RULES:
         lines += ["# [[fdir]]", f'# name = "{rule.name}"', f'# channel = "{rule.channel}"', f'# op = "{rule.op}"',
                   f"# threshold = {_toml(rule.threshold)}", f"# persistence = {rule.persistence}  # ticks",

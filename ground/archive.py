@@ -4,7 +4,9 @@
 - the last job id handed out, and the jobs submitted with their options (JOB_SUBMIT's optional
   arguments, as sent: chat, stream, priority, deadline in onboard time, sampling);
 - result segments received, and results reassembled from them (each job's result at most once);
-- the event log.
+- the event log: events as they came live, and events played back from the onboard recorder at
+  their original onboard time, marked so and kept once per recorder seq;
+- housekeeping snapshots played back from the onboard recorder (live housekeeping is not kept).
 
 ARSNs come from the persisted counter alone, allocated in one SQLite write transaction, so two
 ground processes sharing an archive never use the same one. Not from the clock: a clock far in
@@ -18,6 +20,8 @@ opened for writing (_ADDED_COLUMNS), so it keeps its data; a reader (create=Fals
 """
 from __future__ import annotations
 
+import json
+import math
 import os
 import sqlite3
 import time
@@ -40,10 +44,17 @@ CREATE TABLE IF NOT EXISTS results (job_id INTEGER PRIMARY KEY, data BLOB NOT NU
                                     received REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, received REAL NOT NULL, onboard_time REAL NOT NULL,
                                    name TEXT NOT NULL, severity TEXT NOT NULL, message TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS housekeeping (rec_seq INTEGER PRIMARY KEY, onboard_time REAL NOT NULL, received REAL NOT NULL,
+                                         channels TEXT NOT NULL);
 """
 # Columns added after the first release: (table, column, declaration). Jobs recorded before the
-# JOB_SUBMIT options existed were submitted with the defaults, which is what they read as.
-_ADDED_COLUMNS = job_option_columns()
+# JOB_SUBMIT options existed were submitted with the defaults, which is what they read as; events
+# logged before playback existed were live ones.
+_ADDED_COLUMNS = (*job_option_columns(), ("events", "played_back", "INTEGER NOT NULL DEFAULT 0"),
+                  ("events", "rec_seq", "INTEGER"))
+# Once the columns exist: a played-back event is kept once however often it comes (NULLs, the
+# live events, are all distinct to a unique index).
+_INDEXES = "CREATE UNIQUE INDEX IF NOT EXISTS events_rec_seq ON events (rec_seq)"
 # The JOB_SUBMIT options the jobs table records, in its column order; bool ones are stored as 0/1.
 JOB_OPTIONS = tuple(column for table, column, _ in _ADDED_COLUMNS if table == "jobs")
 _BOOL_OPTIONS = tuple(arg.name for arg in load_dictionary().command_by_name["JOB_SUBMIT"].args
@@ -77,6 +88,8 @@ class GroundArchive(SqliteDb):
         if create:
             try:
                 self.add_missing_columns(_ADDED_COLUMNS)
+                with self.transaction() as conn:
+                    conn.execute(_INDEXES)
             except sqlite3.Error as exc:  # read-only file, locked beyond the timeout
                 self.close()
                 raise ArchiveError(f"cannot upgrade archive {where}: {exc}") from None
@@ -185,6 +198,33 @@ class GroundArchive(SqliteDb):
         with self.transaction() as conn:
             conn.execute("INSERT INTO events (received, onboard_time, name, severity, message) VALUES (?, ?, ?, ?, ?)",
                          (time.time(), onboard_time, name, severity, message))
+
+    def log_playback(self, events: list[tuple[int, float, str, str, str]],
+                     housekeeping: list[tuple[int, float, dict[str, Any]]]) -> None:
+        """Keep what a REC_PLAYBACK packet brought, at its original onboard time: events as
+        (rec_seq, onboard_time, name, severity, message), snapshots as (rec_seq, onboard_time,
+        channels by name). A rec_seq held already is skipped."""
+        now = time.time()
+        with self.transaction() as conn:
+            conn.executemany("INSERT OR IGNORE INTO events (received, onboard_time, name, severity, message, "
+                             "played_back, rec_seq) VALUES (?, ?, ?, ?, ?, 1, ?)",
+                             [(now, t, name, severity, message, seq) for seq, t, name, severity, message in events])
+            conn.executemany("INSERT OR IGNORE INTO housekeeping (rec_seq, onboard_time, received, channels) "
+                             "VALUES (?, ?, ?, ?)", [(seq, t, now, json.dumps(channels)) for seq, t, channels in housekeeping])
+
+    def events(self, start: float = 0.0, end: float = math.inf) -> list[dict[str, Any]]:
+        """Events logged with an onboard time from start to end, in onboard time order: onboard_time,
+        name, severity, message, played_back (bool) and rec_seq (None for a live one)."""
+        names = ("onboard_time", "name", "severity", "message", "played_back", "rec_seq")
+        rows = self.query(f"SELECT {', '.join(names)} FROM events WHERE onboard_time >= ? AND onboard_time <= ? "
+                          "ORDER BY onboard_time, id", (start, end))
+        return [dict(zip(names, row), played_back=bool(row[4])) for row in rows]
+
+    def housekeeping(self, start: float = 0.0, end: float = math.inf) -> list[tuple[int, float, dict[str, Any]]]:
+        """Played-back snapshots from start to end (onboard time): (rec_seq, onboard_time, channels by name)."""
+        rows = self.query("SELECT rec_seq, onboard_time, channels FROM housekeeping WHERE onboard_time >= ? AND "
+                          "onboard_time <= ? ORDER BY onboard_time", (start, end))
+        return [(seq, t, json.loads(channels)) for seq, t, channels in rows]
 
     def close(self) -> None:
         with self._lock:

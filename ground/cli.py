@@ -9,6 +9,8 @@
     ground collect --duration 600        # stay in contact, acknowledge and archive results
     ground results --json                # one JSON object per archived result
     ground recover --keys recovery-keys.json --target-spi 1   # resynchronise an anti-replay counter
+    ground playback --from 2026-11-25T10:00Z --to 2026-11-25T12:00Z   # the node's recorder, archived
+    ground tle-upload iss.tle            # the orbit for onboard eclipse prediction (2 lines, or 3 with a name)
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import os
 import sqlite3
 import sys
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 import serial
@@ -29,8 +32,9 @@ from flight.link.cli_support import (
 from flight.link.dictionary import CommandDef, ValueCheckError, load_dictionary
 from flight.link.job_result import ResultDecodeError, decode_result
 from flight.link.keys import OPERATIONS, ROLES, KeyFileError, write_new_key_file
+from flight.orbit.tle import TleError, parse_tle
 from ground.archive import JOB_OPTIONS, ArchiveError, GroundArchive
-from ground.client import CommandError, GroundClient
+from ground.client import CommandError, GroundClient, PlaybackRecord
 
 # Longest wait for a command's completion or a job's result, and longest monitor or collect run
 # (without --duration they run until interrupted): larger values are typing errors.
@@ -39,6 +43,8 @@ MAX_DURATION_S = 366 * 24 * 3600.0
 # How long `submit --deadline` waits for a first TM packet to learn the onboard clock before it
 # takes the local clock instead (three of the node's default housekeeping periods).
 ONBOARD_CLOCK_WAIT_S = 3.0
+# A TLE file with a name line is under 200 octets; a larger one is not one element set.
+MAX_TLE_FILE_OCTETS = 4096
 
 
 def _connection_options(parser: argparse.ArgumentParser) -> None:
@@ -104,7 +110,20 @@ def _parser() -> argparse.ArgumentParser:
     recover.add_argument("--allow-lower", action="store_true",
                          help="let the counter move down: packets sent with the ARSNs in between can be replayed")
     recover.add_argument("--timeout", type=seconds(MAX_TIMEOUT_S), default=10.0)
-    for name in ("send", "monitor", "submit", "cancel", "collect", "recover"):
+    tle_upload = sub.add_parser("tle-upload", help="upload a TLE for the node's onboard eclipse prediction")
+    tle_upload.add_argument("file", metavar="FILE", help="one element set: 2 lines, or 3 with the name first")
+    tle_upload.add_argument("--timeout", type=seconds(MAX_TIMEOUT_S), default=10.0)
+    playback = sub.add_parser("playback", help="have the node play back its recorder's records of a time range, and "
+                                               "archive them")
+    playback.add_argument("--from", dest="start", type=onboard_time, required=True, metavar="TIME",
+                          help="ISO 8601 (UTC unless it gives an offset) or seconds since 1970, on the node's clock")
+    playback.add_argument("--to", dest="end", type=onboard_time, metavar="TIME",
+                          help="as --from (default: now on the node's clock)")
+    playback.add_argument("--kinds", choices=tuple(PLAYBACK_KINDS), default="all")
+    playback.add_argument("--json", action="store_true", help="one JSON object per record")
+    playback.add_argument("--timeout", type=seconds(MAX_TIMEOUT_S), default=600.0,
+                          help="seconds to wait for the records (a day of housekeeping takes minutes of line)")
+    for name in ("send", "monitor", "submit", "cancel", "collect", "recover", "tle-upload", "playback"):
         _connection_options(sub.choices[name])
     return parser
 
@@ -155,14 +174,17 @@ def _monitor(args: argparse.Namespace) -> int:
         index = client.history_index()
         while time.monotonic() < end:
             try:
-                item = client.await_packet(lambda p: p.name in ("HK", "EVENT"), timeout=min(1.0, end - time.monotonic()),
-                                           since=index)
+                item = client.await_packet(lambda p: p.name in ("HK", "EVENT", "REC_PLAYBACK"),
+                                           timeout=min(1.0, end - time.monotonic()), since=index)
             except TimeoutError:
                 continue
             index = item.index + 1
             if item.packet.name == "EVENT":
                 record = client.event_record(item.packet)
                 print(f"EVENT {record.severity} {record.name}: {record.message}", flush=True)
+            elif item.packet.name == "REC_PLAYBACK":
+                for played in client.playback_records(item.packet):
+                    print(f"PLAYBACK {_playback_line(played)}", flush=True)
             else:
                 for channel_id, value in sorted(item.packet.fields["channels"].items()):
                     channel = client.dictionary.channel_by_id[channel_id]
@@ -283,6 +305,100 @@ def _recover(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tle_upload(args: argparse.Namespace) -> int:
+    # Checked here with the node's own parser, before the port or the archive is touched.
+    try:
+        with open(args.file, "rb") as handle:
+            data = handle.read(MAX_TLE_FILE_OCTETS + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read {args.file}: {exc.strerror}") from None
+    if len(data) > MAX_TLE_FILE_OCTETS:
+        raise ValueError(f"{args.file}: over {MAX_TLE_FILE_OCTETS} octets, not one TLE")
+    try:
+        tle = parse_tle(data)
+    except TleError as exc:
+        raise ValueError(f"{args.file}: {exc}") from None
+    named = {"line1": tle.line1, "line2": tle.line2, **({"satellite": tle.name} if tle.name else {})}
+    with _client(args) as client:
+        client.send_and_await_completion("TLE_UPLOAD", timeout=args.timeout, **named)
+    name = f" ({tle.name})" if tle.name else ""
+    print(f"TLE of {tle.catalog_number}{name} loaded onboard: epoch {tle.epoch.isoformat(timespec='seconds')}")
+    return 0
+
+
+# `ground playback --kinds`: REC_KIND values, summed into RECORDER_PLAYBACK's kinds.
+_REC_KIND = load_dictionary().enums["REC_KIND"].values
+PLAYBACK_KINDS = {"events": _REC_KIND["EVENT"], "hk": _REC_KIND["HK"], "all": _REC_KIND["EVENT"] | _REC_KIND["HK"]}
+
+
+def onboard_time(text: str) -> float:
+    """An argparse type: an ISO 8601 date and time (UTC unless it gives an offset) or seconds since 1970."""
+    try:
+        value = float(text)
+    except ValueError:
+        try:  # Python 3.10's fromisoformat does not take a Z
+            parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an ISO 8601 time or seconds since 1970, got {text!r}") from None
+        value = (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+    if not 0 <= value < 2**32:  # the onboard clock's range (CUC coarse time); also refuses NaN
+        raise argparse.ArgumentTypeError(f"expected a time from 1970 to 2106, got {text!r}")
+    return value
+
+
+def _iso(onboard: float) -> str:
+    return datetime.fromtimestamp(onboard, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _playback_line(record: PlaybackRecord) -> str:
+    if record.event is not None:
+        return f"{_iso(record.onboard_time)} #{record.seq} EVENT {record.event.severity} {record.event.name}: " \
+               f"{record.event.message}"
+    return f"{_iso(record.onboard_time)} #{record.seq} HK {len(record.channels or {})} channels"
+
+
+def _playback_json(record: PlaybackRecord) -> str:
+    body: dict[str, Any] = ({"event": record.event.name, "severity": record.event.severity,
+                             "message": record.event.message, "args": record.event.args}
+                            if record.event is not None else {"channels": record.channels})
+    return json.dumps({"seq": record.seq, "kind": record.kind, "onboard_time": record.onboard_time,
+                       "in_contact": record.in_contact, **body}, default=str)
+
+
+def _playback(args: argparse.Namespace) -> int:
+    kinds = PLAYBACK_KINDS[args.kinds]
+    if args.end is not None and args.end < args.start:
+        raise ValueError("--to is before --from")
+    with _client(args) as client:
+        since = client.history_index()
+        end = args.end if args.end is not None else client.onboard_time(wait=min(ONBOARD_CLOCK_WAIT_S, args.timeout))
+        if end < args.start:
+            raise ValueError(f"--from {_iso(args.start)} is after the node's clock ({_iso(end)})")
+        deadline = time.monotonic() + args.timeout
+        data = client.send_and_await_completion("RECORDER_PLAYBACK", timeout=min(args.timeout, 10.0),
+                                                start=args.start, end=end, kinds=kinds).data
+        received: set[int] = set()
+        while len(received) < data["records"] and time.monotonic() < deadline:
+            try:
+                item = client.await_packet(lambda p: p.name == "REC_PLAYBACK", since=since,
+                                           timeout=max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+            since = item.index + 1
+            for record in client.playback_records(item.packet):
+                # an automatic pass may bring some of them too, or records out of the range
+                if (record.seq not in received and args.start <= record.onboard_time <= end
+                        and _REC_KIND[record.kind] & kinds):
+                    received.add(record.seq)
+                    print(_playback_json(record) if args.json else _playback_line(record), flush=True)
+    span = f"seq {data['first_seq']}..{data['last_seq']}" if data["records"] else "none recorded in the range"
+    if len(received) < data["records"]:
+        raise TimeoutError(f"only {len(received)} of {data['records']} records ({span}) arrived within "
+                           f"{args.timeout:g} s; run ground playback again for the rest")
+    print(f"{len(received)} records played back ({span}), archived in {args.archive}", file=sys.stderr)
+    return 0
+
+
 def _results(args: argparse.Namespace) -> int:
     archive = GroundArchive(args.archive, create=False)  # a reader: a wrong path must not leave a new archive
     try:
@@ -310,7 +426,8 @@ def _results(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     actions = {"send": _send, "monitor": _monitor, "submit": _submit, "cancel": _cancel, "collect": _collect,
-               "results": _results, "recover": _recover}
+               "results": _results, "recover": _recover, "tle-upload": _tle_upload,
+               "playback": _playback}
     try:
         if args.action == "keygen":
             write_new_key_file(args.out, args.spi, args.role)

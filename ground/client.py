@@ -16,6 +16,11 @@ deduplicated, reassembled, authenticated and archived; a SACK goes up every sack
 which doubles as the keep-alive that tells the flight the ground is listening, and a last one
 on close acknowledges everything archived.
 
+Events and housekeeping snapshots played back from the onboard recorder (REC_PLAYBACK) are
+archived at their original onboard time, marked as played back, once per recorder seq;
+await_event matches live events only, await_played_back and await_played_back_event the
+played-back records.
+
 What is believed of the node: a CMD_RESPONSE only if its MAC verifies with the key of the
 command this client sent with that ARSN (the MAC covers that command's own MAC too), so an
 on-path forger can neither complete nor fail a command. A CMD_REJECTION is unauthenticated:
@@ -81,6 +86,18 @@ class EventRecord:
     message: str
     args: dict[str, Any]
     onboard_time: float
+
+
+@dataclass(frozen=True)
+class PlaybackRecord:
+    """A record of the onboard recorder, played back: an event or a housekeeping snapshot."""
+
+    seq: int
+    kind: str  # a REC_KIND name: EVENT or HK
+    onboard_time: float  # of the original
+    in_contact: bool  # the node was in contact when it recorded it (it was sent live too)
+    event: EventRecord | None  # for an EVENT
+    channels: dict[str, Any] | None  # for an HK: channel name -> value
 
 
 @dataclass(frozen=True)
@@ -370,10 +387,43 @@ class GroundClient:
         return self._wait(match, timeout, since, f"event {name}")
 
     def event_record(self, packet: TmPacket) -> EventRecord:
-        event = self.dictionary.event_by_id[packet.fields["event_id"]]
-        args = dict(zip((a.name for a in event.args), packet.fields["args"]))
-        return EventRecord(event.name, event.severity, self.dictionary.format_event(event, packet.fields["args"]), args,
-                           packet.time.to_unix())
+        return self._event(packet.fields, packet.time.to_unix())
+
+    def _event(self, fields: dict[str, Any], onboard_time: float) -> EventRecord:
+        event = self.dictionary.event_by_id[fields["event_id"]]
+        args = dict(zip((a.name for a in event.args), fields["args"]))
+        return EventRecord(event.name, event.severity, self.dictionary.format_event(event, fields["args"]), args,
+                           onboard_time)
+
+    def playback_records(self, packet: TmPacket) -> list[PlaybackRecord]:
+        """The records of a REC_PLAYBACK packet (checked by the decoder already)."""
+        out = []
+        for seq, onboard_time, kind, in_contact, body in packet.fields["records"]:
+            packet_kind, fields = self.codec.decode_record_body(kind, body)
+            if packet_kind.name == "EVENT":
+                out.append(PlaybackRecord(seq, "EVENT", onboard_time, in_contact, self._event(fields, onboard_time), None))
+            else:
+                by_id = self.dictionary.channel_by_id
+                channels = {by_id[cid].name: value for cid, value in fields["channels"].items()}
+                out.append(PlaybackRecord(seq, "HK", onboard_time, in_contact, None, channels))
+        return out
+
+    def await_played_back(self, predicate: Callable[[PlaybackRecord], bool] | None = None, timeout: float = 10.0,
+                          since: int | None = None) -> PlaybackRecord:
+        """The first record played back from the onboard recorder that matches."""
+        def match(item: Received) -> PlaybackRecord | None:
+            if item.packet.name != "REC_PLAYBACK":
+                return None
+            return next((r for r in self.playback_records(item.packet) if predicate is None or predicate(r)), None)
+
+        return self._wait(match, timeout, since, "played-back record")
+
+    def await_played_back_event(self, name: str, predicate: Callable[[EventRecord], bool] | None = None,
+                                timeout: float = 10.0, since: int | None = None) -> PlaybackRecord:
+        """The first played-back event of this name that matches; its event's onboard_time is the original's."""
+        definition = self.dictionary.event_by_name[name]
+        return self.await_played_back(lambda r: r.event is not None and r.event.name == definition.name
+                                      and (predicate is None or predicate(r.event)), timeout, since)
 
     def _wait(self, match: Callable[[Received], T | None], timeout: float, since: int | None, what: str) -> T:
         deadline = time.monotonic() + timeout
@@ -541,6 +591,11 @@ class GroundClient:
         elif packet.name == "EVENT":
             record = self.event_record(packet)
             self.archive.log_event(record.onboard_time, record.name, record.severity, record.message)
+        elif packet.name == "REC_PLAYBACK":
+            records = self.playback_records(packet)
+            self.archive.log_playback(
+                [(r.seq, r.onboard_time, r.event.name, r.event.severity, r.event.message) for r in records if r.event],
+                [(r.seq, r.onboard_time, r.channels) for r in records if r.channels is not None])
         with self._cond:
             if completed:
                 self._completed.add(packet.fields["job_id"])

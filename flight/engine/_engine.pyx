@@ -5,7 +5,7 @@ Thin on purpose: it converts arguments, releases the GIL around every forward pa
 loop, and turns C error lines into EngineError. Policy (defaults, tokenizer, chat) lives in
 flight/engine/engine.py.
 """
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
@@ -484,3 +484,116 @@ cdef class CModel:
     def batch_active(self):
         self._check()
         return tk_batch_active(self.d)
+
+
+cdef extern from "tk_scrub.h" nogil:
+    int TK_SCRUB_FLASH_BAD
+
+    ctypedef struct tk_scrub:
+        size_t size
+        size_t block
+        size_t n_blocks
+        int direct
+
+    int tk_scrub_init(tk_scrub *s, const tk_gguf *g, const char *path, const uint32_t *crc,
+                      size_t n_blocks, size_t block, char *err)
+    void tk_scrub_free(tk_scrub *s)
+    size_t tk_scrub_check(const tk_scrub *s, size_t first, size_t n, size_t *bad, size_t max_bad)
+    int tk_scrub_repair(tk_scrub *s, size_t i, char *err)
+    int tk_scrub_flip(tk_scrub *s, size_t offset, int bit, char *err)
+
+
+cdef class CScrub:
+    """The weight scrubber over a loaded model's live mapping (csrc/tk_scrub.h). check releases
+    the GIL; repair and flip hold a C mutex of their own. The model must stay open."""
+    cdef tk_scrub s
+    cdef bint ready
+    cdef CModel model
+
+    def __cinit__(self, CModel model, str path, crcs, size_t block):
+        cdef char err[256]
+        cdef size_t n = len(crcs), i
+        cdef uint32_t *c = <uint32_t *>malloc(max(n, 1) * sizeof(uint32_t))
+        cdef bytes bpath = path.encode()
+        cdef int rc
+        if c == NULL:
+            raise MemoryError()
+        try:
+            for i in range(n):
+                c[i] = crcs[i]
+            if model.m == NULL:
+                raise EngineError("the engine is closed")
+            err[0] = 0
+            rc = tk_scrub_init(&self.s, tk_model_gguf(model.m), bpath, c, n, block, err)
+        finally:
+            free(c)
+        if rc != TK_OK:
+            raise EngineError(err.decode("utf-8", "replace"))
+        self.ready = True
+        self.model = model
+
+    cdef void _open(self) except *:
+        """The model must still be mapped; unlike the model's own calls, scrubbing runs while
+        the engine computes (it only reads, or patches under the C lock)."""
+        if self.model.m == NULL:
+            raise EngineError("the engine is closed")
+
+    def __dealloc__(self):
+        if self.ready:
+            tk_scrub_free(&self.s)
+            self.ready = False
+
+    @property
+    def n_blocks(self):
+        return self.s.n_blocks
+
+    @property
+    def block_octets(self):
+        return self.s.block
+
+    @property
+    def size(self):
+        return self.s.size
+
+    @property
+    def direct_io(self):
+        """True if repairs read the flash with O_DIRECT (else the file system has no direct I/O)."""
+        return bool(self.s.direct)
+
+    def check(self, size_t first, size_t n):
+        """Indices of blocks in [first, first + n) whose CRC32C disagrees with the manifest."""
+        self._open()
+        cdef size_t bad[64]
+        cdef size_t found
+        with nogil:
+            found = tk_scrub_check(&self.s, first, n, bad, 64)
+        if found <= 64:
+            return [bad[i] for i in range(found)]
+        out = []  # more than 64 bad in one call: list them one block at a time
+        for i in range(first, min(first + n, self.s.n_blocks)):
+            if tk_scrub_check(&self.s, i, 1, bad, 1):
+                out.append(i)
+        return out
+
+    def repair(self, size_t i):
+        """Rewrite block i from flash: True once it agrees with the manifest again, False if the
+        copy on flash disagrees too (nothing written). EngineError on an I/O error."""
+        self._open()
+        cdef char err[256]
+        cdef int rc
+        err[0] = 0
+        with nogil:
+            rc = tk_scrub_repair(&self.s, i, err)
+        if rc == TK_SCRUB_FLASH_BAD:
+            return False
+        if rc != TK_OK:
+            raise EngineError(err.decode("utf-8", "replace"))
+        return True
+
+    def flip(self, size_t offset, int bit):
+        """Flip one bit of the live weights (TEST_INJECT_SEU)."""
+        self._open()
+        cdef char err[256]
+        err[0] = 0
+        if tk_scrub_flip(&self.s, offset, bit, err) != TK_OK:
+            raise EngineError(err.decode("utf-8", "replace"))

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from flight.engine._engine import CModel, EngineError, rng_state_from_seed
+from flight.engine._engine import CModel, CScrub, EngineError, rng_state_from_seed
 from flight.engine.chat import render_chat
 from flight.engine.model_path import default_model_path
 from flight.engine.tokenizer import StreamDecoder, Tokenizer
@@ -306,6 +306,12 @@ class Engine:
 
     def batch(self) -> BatchDecoder:
         return BatchDecoder(self)
+
+    def scrub(self, crc32c: Sequence[int], block_octets: int) -> CScrub:
+        """The C scrubber over this engine's live weights, checking blocks of block_octets
+        against crc32c (a manifest's; see flight/engine/scrubber.py). EngineError if the
+        manifest does not fit the model or the file cannot be reopened for repair."""
+        return CScrub(self._m, self.path, list(crc32c), block_octets)
 
     def close(self) -> None:
         self._m.close()

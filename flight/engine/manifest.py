@@ -189,7 +189,12 @@ def check_model(model_path: str | os.PathLike) -> Manifest:
     manifest = load_manifest(manifest_path(model_path))
     bad = verify(model_path, manifest)
     if bad:
-        start, _ = manifest.block_span(bad[0])
-        raise ManifestError(f"model {Path(model_path).name}: {len(bad)} of {manifest.n_blocks} blocks "
-                            f"disagree with its manifest (first: block {bad[0]} at octet {start})")
+        raise ManifestError(disagreement(Path(model_path).name, manifest, bad))
     return manifest
+
+
+def disagreement(model_name: str, manifest: Manifest, bad: list[int]) -> str:
+    """The one line that refuses a model whose blocks `bad` (not empty) disagree with its manifest."""
+    start, _ = manifest.block_span(bad[0])
+    return (f"model {model_name}: {len(bad)} of {manifest.n_blocks} blocks disagree with its manifest "
+            f"(first: block {bad[0]} at octet {start})")

@@ -16,8 +16,10 @@ goes to stderr (fd 1 is moved away from the protocol at start-up, so a stray pri
 library cannot corrupt the stream).
 
   requests                                            replies
-  load {path, threads, n_ctx, n_batch, simd}     ->   loaded {pid, n_ctx, n_batch, threads,
-                                                        simd, vocab, eos_ids, resident_bytes}
+  load {path, threads, n_ctx, n_batch, simd,     ->   loaded {pid, n_ctx, n_batch, threads,
+        manifest, scrub_period_s}                       simd, vocab, eos_ids, resident_bytes,
+                                                        scrub: {blocks, block_octets, size,
+                                                        direct_io, period_s} | None}
                                                       | error {job: None, msg}, then exit 1
   generate {job, prompt | prompt_ids, max_tokens, ->  token {job, i, tok, piece, rng} per token
             temperature, top_k, top_p, seed,          done {job, tokens, text, stop, rng,
@@ -28,8 +30,16 @@ library cannot corrupt the stream).
   rate {tokens_per_s}  cap the batch's aggregate decode rate (None or 0: uncapped)
   tokenize {req, text, chat, system}         ->   tokenized {req, ids} | error {req, msg}
   ping {}        -> pong {}
+  scrub_now {req}                            ->   scrubbed {req, blocks, bad, seconds}
+  repair {}      rewrite every block the scrubber reported from flash: a repaired or a
+                 flash_corrupt message per block (see below)
+  inject_seu {req, offset, bit}              ->   injected {req, offset, bit, block}
+                 (offset, bit None: random)       | error {req, msg}
   exit {}        stop every job, batched or queued (each one's done still goes out), exit 0
   (any time)     heartbeat {busy, jobs, n}: every HEARTBEAT_S from its own thread
+  (any time)     upset {block, offset}, repaired {block, offset, pending_s},
+                 flash_corrupt {block, offset}, scrub_pass {passes, seconds, cpu_s, blocks}:
+                 from the scrubber (flight/engine/scrubber.py)
 
 "load" must come first and comes once. Every reply about a job names it; the tokens of the
 jobs in the batch arrive interleaved. stop, rate, tokenize and ping are answered by the thread
@@ -57,6 +67,12 @@ given them as resume_tokens/rng_state continues exactly where the dead one was
 (BatchDecoder.join's exact-resume API; the other jobs of a batch do not change a job's bits),
 and its token indices continue from len(resume_tokens). A job that had already finished when
 its child died (all its tokens received, done lost) is answered without running the model.
+
+Scrubbing. With a manifest (the model's `<model>.manifest.json`), load first checks every block
+of the model file against it, before anything parses the file, and refuses a model that
+disagrees (one line: corruption already on flash), then a background thread re-checks every block each scrub_period_s and
+reports the blocks that went bad; `repair` (the executive's FDIR action) rewrites them from
+flash. Without a manifest (standalone tests of the engine) nothing is checked.
 
 Heartbeats come from a Python thread; the engine releases the GIL in its forward passes, so
 they keep coming during a long prefill or decode. They prove the process is alive and
@@ -87,8 +103,10 @@ from typing import Any, BinaryIO
 
 import msgpack
 
-from flight.engine import Engine
+from flight.engine import Engine, EngineError
 from flight.engine.engine import BatchDecoder
+from flight.engine.manifest import Manifest, ManifestError, disagreement, load_manifest, verify
+from flight.engine.scrubber import Scrubber
 from flight.engine.tokenizer import StreamDecoder
 
 HEARTBEAT_S = 0.2
@@ -194,6 +212,7 @@ class Worker:
     def __init__(self, replies: _Replies) -> None:
         self.replies = replies
         self.engine: Engine | None = None
+        self.scrubber: Scrubber | None = None
         self.n_batch = 1
         # guards everything below; the main thread waits on it for work, stops and pacing
         self.cond = threading.Condition()
@@ -237,6 +256,8 @@ class Worker:
                 self._tokenize(msg)
             elif t == "ping":
                 self.replies.send("pong")
+            elif t in ("scrub_now", "repair", "inject_seu"):
+                self._scrub_request(t, msg)
             elif t == "exit":
                 with self.cond:
                     self.exiting = True
@@ -277,6 +298,23 @@ class Worker:
             return
         self.replies.send("tokenized", req=req, ids=ids)
 
+    def _scrub_request(self, t: str, msg: dict) -> None:
+        """Answered here, like tokenize: the scrubber's C calls release the GIL or are short."""
+        req = msg.get("req")
+        try:
+            if self.scrubber is None:
+                raise EngineError("this engine has no manifest, so no scrubber")
+            if t == "repair":
+                self.scrubber.repair()
+            elif t == "scrub_now":
+                self.replies.send("scrubbed", req=req, **self.scrubber.scrub_now())
+            else:
+                offset, bit = msg.get("offset"), msg.get("bit")
+                self.replies.send("injected", req=req, **self.scrubber.inject(
+                    None if offset is None else int(offset), None if bit is None else int(bit)))
+        except Exception as e:
+            self.replies.send("error", req=req, msg=one_line(e))
+
     def _done_unrun(self, msg: dict, stop: str) -> None:
         """The done of a job that ends without joining the batch: its checkpoint as given."""
         resumed = [int(i) for i in msg.get("resume_tokens") or ()]
@@ -299,13 +337,35 @@ class Worker:
 
     def load(self, msg: dict) -> None:
         threads = msg.get("threads") or default_engine_threads()
+        manifest = self._checked_manifest(msg["path"], msg["manifest"]) if msg.get("manifest") else None
         e = Engine.load(msg["path"], threads=threads, n_ctx=int(msg.get("n_ctx", 2048)),
                         n_batch=int(msg.get("n_batch") or 1), simd=msg.get("simd", "auto"))
         self.engine = e
         self.n_batch = e.n_batch
+        scrub = None
+        if manifest is not None:
+            self.scrubber = Scrubber(e.scrub(manifest.crc32c, manifest.block_octets), manifest,
+                                     float(msg.get("scrub_period_s") or 60.0), self.replies.send)
+            scrub = dict(blocks=manifest.n_blocks, block_octets=manifest.block_octets, size=manifest.size,
+                         direct_io=self.scrubber.direct_io, period_s=self.scrubber.period_s)
         self.replies.send("loaded", pid=os.getpid(), n_ctx=e.n_ctx, n_batch=e.n_batch,
                           threads=e.threads, simd=e.simd, vocab=e.config["vocab"],
-                          eos_ids=list(e.eos_ids), resident_bytes=e.resident_bytes)
+                          eos_ids=list(e.eos_ids), resident_bytes=e.resident_bytes, scrub=scrub)
+        if self.scrubber is not None:
+            self.scrubber.start()
+
+    @staticmethod
+    def _checked_manifest(model: str, manifest_file: str) -> Manifest:
+        """The load-time gate, before anything parses the file: ValueError (one line) if the
+        manifest is bad or not this model's, or the model's blocks disagree with it."""
+        try:
+            manifest = load_manifest(manifest_file)
+            bad = verify(model, manifest)
+        except ManifestError as exc:
+            raise ValueError(str(exc)) from None
+        if bad:
+            raise ValueError(disagreement(os.path.basename(model), manifest, bad))
+        return manifest
 
     def serve(self) -> None:
         """The batch loop: at each step boundary, let stopped jobs leave, let one queued job

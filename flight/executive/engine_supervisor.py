@@ -31,6 +31,21 @@ whatever else shared its batch. A job's handle holds that checkpoint at every mo
 (EngineJob.tokens/rng_state, starting from the resume_tokens/rng_state it was submitted with),
 for a caller that wants to persist it.
 
+That is with auto_restart (the default). The node runs with auto_restart=False, and its FDIR
+rules table decides instead (flight/executive/fdir.py), so that a response can be disabled by
+command and its thresholds are the table's: the supervisor judges nothing that needs a
+threshold. It reports heartbeat_age_s and token_silence_s and acts on neither; a child that
+died is killed if need be, reaped and its jobs taken back, and `fault` says "died" until
+restart(cause) (the rules' ENGINE_RESTART) starts a new one and resends them as above. A child
+that would not take a request (broken) is sent nothing more: it is hung, and ages.
+
+Weight scrubbing: given the model's manifest, the child refuses weights that disagree with it
+at load and scrubs them in the background (flight/engine/scrubber.py). Its reports are counted
+in `scrub` and passed on through on_scrub; repair() asks it to rewrite the bad blocks from flash
+(the executive's FDIR action), scrub_now() and inject_seu() are SCRUB_NOW and TEST_INJECT_SEU.
+A block that is bad on flash too takes the engine out of service: the supervisor gives up
+rather than restart a child that would refuse the model anyway.
+
 Two limits keep a fault from becoming a restart loop: a job in the batch during more than
 max_job_restarts fault restarts fails (a job that crashes the engine every time is the likelier
 culprit; jobs that were only queued in the child are not counted), and a child that fails to
@@ -119,15 +134,29 @@ class EngineJob:
 
 
 @dataclass
-class _TokenizeRequest:
+class _Request:
+    """A request the child answers with one reply naming its req: tokenize, scrub_now, inject_seu."""
+
     req: int
-    text: str
-    chat: bool
-    system: str | None
-    ids: list[int] | None = None
+    t: str
+    fields: dict[str, Any]
+    reply: dict[str, Any] | None = None
     error: str | None = None
     sent: bool = False  # to the current child
     answered: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class ScrubCounters:
+    """What the engine's weight scrubber reported, over every child of this supervisor."""
+
+    passes: int = 0
+    detected: int = 0  # upsets (blocks found disagreeing with the manifest)
+    repaired: int = 0
+    flash_corrupt: int = 0
+    pending: set[int] = field(default_factory=set)  # blocks detected and not yet repaired
+    last_pass_s: float = 0.0  # wall time of the last pass
+    last_pass_cpu_s: float = 0.0  # the scrubber thread's CPU time in it
 
 
 class _Child:
@@ -217,7 +246,9 @@ class EngineSupervisor:
     (finished, stopped or failed), both on the supervisor's thread: keep them short; an
     exception from them is logged, not raised; they may call generate, preempt, set_rate,
     restart and stop, not tokenize. Counters: restarts, last_restart_cause (one of
-    RESTART_CAUSES), restart_counts; state is one of STATES.
+    RESTART_CAUSES), restart_counts; state is one of STATES. auto_restart=False leaves the
+    restart after a fault to the caller's FDIR rules (see the module's docstring), which watch
+    fault, heartbeat_age_s and token_silence_s.
     """
 
     def __init__(
@@ -234,20 +265,29 @@ class EngineSupervisor:
         shutdown_timeout_s: float = 3.0,
         max_job_restarts: int = 3,
         max_load_failures: int = 3,
+        auto_restart: bool = True,
         on_token: Callable[[TokenEvent], object] | None = None,
         on_done: Callable[[EngineJob], object] | None = None,
+        manifest: str | os.PathLike | None = None,
+        scrub_period_s: float = 60.0,
+        on_scrub: Callable[[str, dict[str, Any]], object] | None = None,
     ) -> None:
         if n_batch < 1:
             raise ValueError(f"n_batch must be at least 1, got {n_batch}")
         self.n_batch = n_batch
         self._load_msg = dict(path=str(model_path), threads=threads, n_ctx=n_ctx,
                               n_batch=n_batch, simd=simd)
+        self._load_msg.update(manifest=None if manifest is None else str(manifest), scrub_period_s=scrub_period_s)
+        self.on_scrub = on_scrub
+        self.scrub = ScrubCounters()
+        self._repair_requested = False
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.stall_timeout_s = stall_timeout_s
         self.load_timeout_s = load_timeout_s
         self.shutdown_timeout_s = shutdown_timeout_s
         self.max_job_restarts = max_job_restarts
         self.max_load_failures = max_load_failures
+        self.auto_restart = auto_restart
         self.on_token = on_token
         self.on_done = on_done
 
@@ -255,16 +295,19 @@ class EngineSupervisor:
         self.last_restart_cause: str | None = None
         self.restart_counts = dict.fromkeys(RESTART_CAUSES, 0)
         self.failed: str | None = None  # why the supervisor gave up, if it did
+        # without auto_restart: the fault ("died") whose child was reaped, until restart() answers it
+        self.fault: str | None = None
         self.loaded: dict[str, Any] | None = None  # the last child's `loaded` facts
 
         self._lock = threading.Lock()
         self._jobs: dict[int, EngineJob] = {}  # in flight, in submission order
-        self._tokenize: dict[int, _TokenizeRequest] = {}  # waiting for a reply
+        self._requests: dict[int, _Request] = {}  # waiting for a reply
         self._rate: float | None = None
         self._progress_at = 0.0  # when a job in the child last made progress
         self._next_id = 1
         self._next_req = 1
         self._restart_requested = False
+        self._restart_cause: str | None = None  # restart()'s, when it named one
         self._closing = False
         self._ended = False  # the supervisor thread has finished
         self._child: _Child | None = None
@@ -356,36 +399,65 @@ class EngineSupervisor:
         system prompt if given), from the child's tokenizer: what a job's prompt will cost.
         Blocks up to timeout, across a restart if one is under way. EngineError on a bad
         text or template, on the timeout, or when the supervisor is not running."""
+        return self._call("tokenize", timeout, text=str(text), chat=bool(chat), system=system)["ids"]
+
+    def scrub_now(self, timeout: float = 30.0) -> dict[str, Any]:
+        """A whole scrub pass now (SCRUB_NOW): {blocks, bad, seconds}; the upsets it finds are
+        reported as the paced passes' are. EngineError without a manifest or on the timeout."""
+        return self._call("scrub_now", timeout)
+
+    def inject_seu(self, offset: int | None = None, bit: int | None = None,
+                   timeout: float = 10.0) -> dict[str, Any]:
+        """Flip one bit of the live weights (TEST_INJECT_SEU; None: random): {offset, bit, block}."""
+        return self._call("inject_seu", timeout, offset=offset, bit=bit)
+
+    def repair(self) -> None:
+        """Ask the child to rewrite every block its scrubber reported from flash (FDIR's
+        SCRUB_REPAIR); the outcomes come back through on_scrub."""
+        with self._lock:
+            self._repair_requested = True
+        self._wake()
+
+    def _call(self, t: str, timeout: float, **fields: Any) -> dict[str, Any]:
+        """Send a request the child answers with one reply; blocks up to timeout, across a
+        restart if one is under way. EngineError on its error, the timeout, or when the
+        supervisor is not running."""
         if threading.current_thread() is self._thread:
-            raise EngineError("tokenize cannot be called from the supervisor's own thread")
+            raise EngineError(f"{t} cannot be called from the supervisor's own thread")
         with self._lock:
             self._check_running()
-            req = _TokenizeRequest(self._next_req, str(text), bool(chat), system)
+            req = _Request(self._next_req, t, fields)
             self._next_req += 1
-            self._tokenize[req.req] = req
+            self._requests[req.req] = req
         self._wake()
         if not req.answered.wait(timeout):
             with self._lock:
-                self._tokenize.pop(req.req, None)
-            raise EngineError(f"the engine did not tokenize in {timeout} s")
+                self._requests.pop(req.req, None)
+            raise EngineError(f"the engine did not answer {t} in {timeout} s")
         if req.error is not None:
             raise EngineError(req.error)
-        assert req.ids is not None
-        return req.ids
+        assert req.reply is not None
+        return req.reply
 
-    def restart(self) -> None:
-        """Kill and respawn the engine now (ENGINE_RESTART); every job resumes exactly. A
-        supervisor that had given up (failed) starts afresh: EngineError if the model still
-        does not load."""
+    def restart(self, cause: str | None = None) -> None:
+        """Kill and respawn the engine now (ENGINE_RESTART, or an FDIR rule's); every job
+        resumes exactly. cause (one of RESTART_CAUSES) is what the restart answers, counted in
+        restart_counts and last_restart_cause: by default the fault waiting for it, else
+        "command". A fault cause counts against the jobs in the batch (max_job_restarts), as
+        the supervisor's own restarts do. A supervisor that had given up (failed) starts
+        afresh: EngineError if the model still does not load."""
+        if cause is not None and cause not in RESTART_CAUSES:
+            raise ValueError(f"restart cause {cause!r}: one of {', '.join(RESTART_CAUSES)}")
         with self._lock:
             failed = self.failed is not None and not self._closing
             self._restart_requested = not failed
+            self._restart_cause = cause
         if failed:
-            self._revive()
+            self._revive(cause or "command")
         else:
             self._wake()
 
-    def _revive(self) -> None:
+    def _revive(self, cause: str) -> None:
         """Start again after giving up: the old thread has ended (or is ending) by itself."""
         if self._thread is not None:
             self._thread.join()
@@ -402,8 +474,8 @@ class EngineSupervisor:
                 self._ended = True
             raise
         self.restarts += 1
-        self.restart_counts["command"] += 1
-        self.last_restart_cause = "command"
+        self.restart_counts[cause] += 1
+        self.last_restart_cause = cause
 
     def stop(self) -> None:
         """Stop every job at its next token boundary (each ends with stop_reason "request"
@@ -440,6 +512,27 @@ class EngineSupervisor:
         if self._thread is None or self._closing or self._ended:
             return "stopped"
         return "running" if self._jobs else "idle"
+
+    @property
+    def heartbeat_age_s(self) -> float:
+        """Seconds since the engine process last sent a message (it heartbeats every 0.2 s);
+        0 while there is none to hear (not started, a new one loading, reaped after a fault,
+        stopped): a process that is gone is not a silent one."""
+        child = self._child
+        return time.monotonic() - child.last_msg if child is not None else 0.0
+
+    @property
+    def token_silence_s(self) -> float:
+        """Seconds a job in the engine process has gone without a token, beyond the rate cap's
+        pause between steps (a power level's pacing is not a stall); 0 with no job in it."""
+        if self._child is None:
+            return 0.0
+        with self._lock:
+            in_child = any(j._sent for j in self._jobs.values())
+            rate = self._rate
+        if not in_child:
+            return 0.0
+        return max(0.0, time.monotonic() - self._progress_at - (self.n_batch / rate if rate else 0.0))
 
     def __enter__(self) -> EngineSupervisor:
         self.start()
@@ -499,6 +592,7 @@ class EngineSupervisor:
             child.kill()
             raise
         self.loaded = child.loaded
+        self.scrub.pending.clear()  # a fresh mapping of the model: the old child's upsets went with it
         return child
 
     def _read(self, child: _Child, timeout: float) -> list[dict]:
@@ -539,36 +633,49 @@ class EngineSupervisor:
         child = self._child
         with self._lock:
             closing, restart = self._closing, self._restart_requested
-            self._restart_requested = False
-        if closing or child is None:
+            cause = self._restart_cause or self.fault or "command"
+            self._restart_requested, self._restart_cause = False, None
+        if closing:
             return False
         if restart:
-            self._restart("command")
+            self._restart(cause)
             return self.failed is None
+        if child is None:  # isolated after a fault (auto_restart off): wait for restart()
+            if select.select([self._wake_r], [], [], 0.25)[0]:
+                os.read(self._wake_r, 4096)
+            return True
         self._dispatch(child, self.heartbeat_timeout_s)
         for msg in self._read(child, 0.25):
             self._handle(msg)
-        now = time.monotonic()
-        with self._lock:
-            in_child = any(j._sent for j in self._jobs.values())
-        stall_s = self.stall_timeout_s + (self.n_batch / self._rate if self._rate else 0.0)
+        if self.failed is not None:  # taken out of service (flash corrupt): no restart
+            return False
         if child.rfd < 0 or not child.alive():
-            self._restart("died")
-        elif child.broken or now - child.last_msg > self.heartbeat_timeout_s:
-            self._restart("silent")
-        elif in_child and now - self._progress_at > stall_s:
-            self._restart("stalled")
+            fault: str | None = "died"
+        elif not self.auto_restart:  # how long a silence or a stall may last is FDIR's to say
+            fault = None
+        elif child.broken or self.heartbeat_age_s > self.heartbeat_timeout_s:
+            fault = "silent"
+        elif self.token_silence_s > self.stall_timeout_s:
+            fault = "stalled"
+        else:
+            fault = None
+        if fault is not None and self.auto_restart:
+            self._restart(fault)
+        elif fault is not None:  # isolate, report, and wait for restart() (FDIR's ENGINE_RESTART)
+            self._isolate(fault)
+            self.fault = fault
         return self.failed is None
 
     def _dispatch(self, child: _Child, deadline_s: float) -> None:
         """Send the child what it has not had yet: the rate cap, new jobs (in order), stops
-        of preempted jobs, tokenize requests. A refused write marks the child broken, which
+        of preempted jobs, requests (tokenize, scrub_now, inject_seu), a repair. A refused write marks the child broken, which
         this round's checks see."""
         with self._lock:
             rate = self._rate
             jobs = list(self._jobs.values())
             preempt = {j.job_id for j in jobs if j._preempt}
-            tokenize = [r for r in self._tokenize.values() if not r.sent]
+            requests = [r for r in self._requests.values() if not r.sent]
+            repair, self._repair_requested = self._repair_requested, False
         if rate != child.rate:
             if not child.send(deadline_s, "rate", tokens_per_s=rate):
                 return
@@ -586,11 +693,12 @@ class EngineSupervisor:
                 if not child.send(deadline_s, "stop", job=job.job_id):
                     return
                 job._stop_sent = True
-        for r in tokenize:
-            if not child.send(deadline_s, "tokenize", req=r.req, text=r.text, chat=r.chat,
-                              system=r.system):
+        for r in requests:
+            if not child.send(deadline_s, r.t, req=r.req, **r.fields):
                 return
             r.sent = True
+        if repair and not child.send(deadline_s, "repair"):
+            return
 
     def _handle(self, msg: dict) -> None:
         t = msg.get("t")
@@ -600,12 +708,15 @@ class EngineSupervisor:
             return
         if t == "pong":
             return
-        if t == "tokenized" or (t == "error" and msg.get("req") is not None):
+        if msg.get("req") is not None:  # tokenized, scrubbed, injected, or an error about one
             with self._lock:
-                req = self._tokenize.pop(msg.get("req"), None)
+                req = self._requests.pop(msg.get("req"), None)
             if req is not None:  # None: its caller gave up waiting
-                req.ids, req.error = msg.get("ids"), msg.get("msg") if t == "error" else None
+                req.reply, req.error = msg, msg.get("msg") if t == "error" else None
                 req.answered.set()
+            return
+        if t in ("upset", "repaired", "flash_corrupt", "scrub_pass"):
+            self._scrubbed(t, msg)
             return
         with self._lock:
             job = self._jobs.get(msg.get("job"))
@@ -634,6 +745,34 @@ class EngineSupervisor:
         elif t == "error":
             self._finish(job, msg["msg"])
 
+    def _scrubbed(self, t: str, msg: dict) -> None:
+        """A scrubber report: counted, passed on through on_scrub; a flash_corrupt takes the
+        engine out of service (the supervisor gives up, so nothing restarts it by itself: the
+        model on flash is bad, and a new child would refuse it at load)."""
+        sc = self.scrub
+        if t == "upset":
+            sc.detected += 1
+            sc.pending.add(msg["block"])
+        elif t == "repaired":
+            sc.repaired += 1
+            sc.pending.discard(msg["block"])
+        elif t == "flash_corrupt":
+            sc.flash_corrupt += 1
+        else:
+            sc.passes += 1
+            sc.last_pass_s, sc.last_pass_cpu_s = msg["seconds"], msg["cpu_s"]
+        if self.on_scrub is not None:
+            try:
+                self.on_scrub(t, {k: v for k, v in msg.items() if k != "t"})
+            except Exception:
+                log.exception("on_scrub callback failed")
+        if t == "flash_corrupt":
+            log.error("weights block %d is corrupt on flash too: the engine is out of service", msg["block"])
+            self._give_up(f"FLASH_CORRUPT: block {msg['block']} at octet {msg['offset']} of the model "
+                          "disagrees with its manifest on flash too")
+            if self._child is not None:
+                self._child.kill()
+
     def _finish(self, job: EngineJob, error: str | None = None) -> None:
         job.error = error
         with self._lock:
@@ -646,18 +785,18 @@ class EngineSupervisor:
             except Exception:
                 log.exception("on_done callback failed")
 
-    def _restart(self, cause: str) -> None:
+    def _isolate(self, cause: str) -> None:
+        """Kill and reap the child and take back what it had: every job in flight waits, with
+        its checkpoint, for the next child (and counts one restart); a fault counts against the
+        jobs that were in its batch."""
         old = self._child
         assert old is not None
-        log.warning("engine restart (%s): killing child %d", cause, old.pid)
+        log.warning("engine %s: killing child %d", cause, old.pid)
         old.kill()
         self._child = None
-        self.restarts += 1
-        self.restart_counts[cause] += 1
-        self.last_restart_cause = cause
         with self._lock:
             jobs = list(self._jobs.values())
-            for r in self._tokenize.values():
+            for r in self._requests.values():
                 r.sent = False
         # the jobs that were in its batch: those its last heartbeat named, and the first
         # n_batch it had been sent (it joins them in order as slots free)
@@ -671,6 +810,15 @@ class EngineSupervisor:
                 if job.fault_restarts > self.max_job_restarts:
                     self._finish(job, f"job {job.job_id} failed: the engine {cause} "
                                       f"{job.fault_restarts} times while running it")
+
+    def _restart(self, cause: str) -> None:
+        if self._child is not None:  # else isolated already, when its fault was found
+            self._isolate(cause)
+        log.warning("engine restart (%s)", cause)
+        self.fault = None
+        self.restarts += 1
+        self.restart_counts[cause] += 1
+        self.last_restart_cause = cause
         while True:
             try:
                 self._child = self._spawn()
@@ -695,11 +843,11 @@ class EngineSupervisor:
     def _fail_all(self, why: str) -> None:
         with self._lock:
             jobs = list(self._jobs.values())
-            tokenize = list(self._tokenize.values())
-            self._tokenize.clear()
+            requests = list(self._requests.values())
+            self._requests.clear()
         for job in jobs:
             self._finish(job, why)
-        for r in tokenize:
+        for r in requests:
             r.error = self.failed or "the engine supervisor stopped"
             r.answered.set()
 

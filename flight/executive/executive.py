@@ -51,6 +51,10 @@ COUNTERS_SAVE_S = 10.0  # lifetime counters are also saved at every job's end an
 # Housekeeping counters that count over the node's life (persisted), not since this start.
 LIFETIME = ("JOB_SUBMITTED", "JOB_COMPLETED", "JOB_PREEMPTIONS", "JOB_CANCELLED", "JOB_FAILED", "ENGINE_TOKENS",
             "ACCT_JOULES", "ACCT_TOKENS", "ACCT_USD")
+# What an FDIR restart of the engine answers (ENGINE_RESTARTED's cause), by the channel its rule
+# watches; a rule on any other channel (ENGINE_FAULT, ENGINE_STATE) leaves it to the engine: the
+# fault waiting for the restart, else "command".
+_RESTART_CAUSE_BY_CHANNEL = {"ENGINE_HEARTBEAT_AGE_S": "silent", "ENGINE_TOKEN_SILENCE_S": "stalled"}
 _LATENESS_WINDOW_S = 10.0
 
 
@@ -61,6 +65,9 @@ class EngineControl(Protocol):
     failed: str | None  # why it gave up, when failed
     restarts: int
     last_restart_cause: str | None
+    fault: str | None  # a fault ("died") whose process was reaped, waiting for restart(): FDIR's to answer
+    heartbeat_age_s: float  # since the engine process last spoke; 0 while there is none
+    token_silence_s: float  # a job in the engine without a token, beyond the rate cap's pacing
 
     def generate(self, prompt: Sequence[int], max_tokens: int, temperature: float, top_k: int, top_p: float,
                  seed: int, *, job_id: int, resume_tokens: Sequence[int], rng_state: int | None) -> Any: ...
@@ -69,7 +76,9 @@ class EngineControl(Protocol):
 
     def set_rate(self, tokens_per_s: float | None) -> None: ...
 
-    def restart(self) -> None: ...
+    def restart(self, cause: str | None = None) -> None: ...
+
+    def repair(self) -> None: ...
 
 
 class CounterStore(Protocol):
@@ -140,6 +149,7 @@ class Executive:
         self._counter_store = counters
         self._fdir = fdir
         self._fdir_holds: set[str] = set()  # rules whose STANDBY keeps auto_inference off until they clear
+        self._fdir_caps: set[str] = set()  # rules whose POWER_DOWN holds the level cap down until they clear
         self._link_channels = link_channels
         self._link_reset = link_reset
         self._base: dict[str, float] = {}  # lifetime counters as of this start
@@ -150,6 +160,7 @@ class Executive:
         self._runs: dict[int, _Run] = {}
         self._ended: queue.SimpleQueue[Any] = queue.SimpleQueue()  # EngineJobs whose end came back
         self._max_level = -1
+        self._commanded_max_level = -1  # POWER_LEVEL_SET's: the cap again once no FDIR POWER_DOWN holds
         self._scheduler = self._make_scheduler()
         self._decision: Decision | None = None
         self._reason = "IDLE_MODE"
@@ -163,6 +174,7 @@ class Executive:
         self._last_tick = time.monotonic()
         self._engine_restarts_seen = 0
         self._engine_failed_reported = False
+        self._engine_fault_reported: str | None = None
         self._token_times: deque[float] = deque()
         self._lateness: deque[tuple[float, float]] = deque()
         self._overruns = 0
@@ -255,6 +267,8 @@ class Executive:
         if level >= len(self.config.levels):
             raise CommandFailure("BAD_ARGUMENT", f"max_level {level}: the table has levels 0 to "
                                                  f"{len(self.config.levels) - 1}")
+        with self._lock:
+            self._commanded_max_level = level
         self._cap_level(level)
         return {"max_level": level}
 
@@ -460,6 +474,10 @@ class Executive:
         if failed and not self._engine_failed_reported:
             self._downlink.emit_event("ENGINE_FAILED", detail=str(self._engine.failed)[:200])
         self._engine_failed_reported = failed
+        fault = self._engine.fault
+        if fault is not None and fault != self._engine_fault_reported:
+            self._downlink.emit_event("ENGINE_ISOLATED", fault=self._d.enum_value("ENGINE_FAULT", fault.upper()))
+        self._engine_fault_reported = fault
 
     def _run_fdir(self) -> None:
         """Evaluate the FDIR rules on this tick's housekeeping and the link's, and act."""
@@ -471,6 +489,12 @@ class Executive:
         with self._lock:
             firings = self._fdir.evaluate(time.monotonic(), channels)
             self._fdir_holds = {name for name in self._fdir_holds if self._fdir.holding(name)}
+            caps = {name for name in self._fdir_caps if self._fdir.holding(name)}
+            # a lowered power level is a response to a condition, not a new setting: it goes with it
+            uncap = bool(self._fdir_caps) and not caps and self._max_level != self._commanded_max_level
+            self._fdir_caps = caps
+        if uncap:
+            self._cap_level(self._commanded_max_level)
         for firing in firings:
             self._act(firing)
         self._channels = {**self._channels, "FDIR_FIRINGS": sum(self._fdir.firings.values()),
@@ -490,11 +514,15 @@ class Executive:
                 if self._modes.mode == "INFERENCE":
                     self._modes.request("STANDBY", "FDIR")
             elif firing.action == "POWER_DOWN":
+                with self._lock:
+                    self._fdir_caps.add(firing.rule)
                 self._cap_level(max(0, (self._level if self._level >= 0 else len(self.config.levels) - 1) - 1))
             elif firing.action == "ENGINE_RESTART":
-                self._engine.restart()
+                self._engine.restart(_RESTART_CAUSE_BY_CHANNEL.get(rule.channel))
             elif firing.action == "LINK_RESET" and self._link_reset is not None:
                 self._link_reset()
+            elif firing.action == "SCRUB_REPAIR":
+                self._engine.repair()
         except Exception as exc:  # a refused mode change, an engine that still does not load
             log.warning("FDIR %s: %s failed: %s", firing.rule, firing.action, exc)
 
@@ -618,6 +646,9 @@ class Executive:
             "THERM_BOARD_C": reading.board_temperature_c,
             "ENGINE_STATE": d.enum_value("ENGINE_STATE", self._engine.state.upper()),
             "ENGINE_RESTARTS": self._engine.restarts,
+            "ENGINE_FAULT": d.enum_value("ENGINE_FAULT", (self._engine.fault or "none").upper()),
+            "ENGINE_HEARTBEAT_AGE_S": self._engine.heartbeat_age_s,
+            "ENGINE_TOKEN_SILENCE_S": self._engine.token_silence_s,
             "ENGINE_TOKENS_PER_S": float(len(self._token_times)),
             "SCHED_LEVEL": self._level, "SCHED_REASON": d.enum_value("SCHED_REASON", self._reason),
             "SCHED_MAX_LEVEL": self._max_level,

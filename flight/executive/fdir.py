@@ -8,7 +8,7 @@ publish (or publishes as None) leaves the rule's count where it was: no evidence
 of a fault, nor of its end.
 
 The rule table is data (config [[fdir]] or DEFAULT_RULES); the actions are names the executive
-maps to what it does (SAFE, STANDBY, POWER_DOWN, ENGINE_RESTART, LINK_RESET). Each firing comes
+maps to what it does (SAFE, STANDBY, POWER_DOWN, ENGINE_RESTART, LINK_RESET, SCRUB_REPAIR). Each firing comes
 back as a Firing with the time from the condition's first true tick to the firing, which must
 stay within the rule's max_response_s (the HIL rig checks it; the evaluator reports it).
 """
@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-ACTIONS = ("SAFE", "STANDBY", "POWER_DOWN", "ENGINE_RESTART", "LINK_RESET")
+ACTIONS = ("SAFE", "STANDBY", "POWER_DOWN", "ENGINE_RESTART", "LINK_RESET", "SCRUB_REPAIR")
 OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
 }
@@ -51,8 +51,19 @@ DEFAULT_RULES = (
     Rule("BATTERY_LOW", "EPS_BATTERY_WH", "<", 20.0, 5, "SAFE", 1.0),
     Rule("OVER_TEMP_THROTTLE", "THERM_BOARD_C", ">=", 80.0, 10, "POWER_DOWN", 2.0),
     Rule("OVER_TEMP_STOP", "THERM_BOARD_C", ">=", 85.0, 5, "STANDBY", 1.0),
+    # The engine's supervisor only reports (the node runs it with auto_restart=False): a process
+    # that died is reaped and its jobs wait; whether and when the engine restarts is these rules'
+    # call. Heartbeat age and token silence only grow while their fault lasts; the persistence of 3
+    # rides out a tick that read them just before the supervisor's thread caught up with the pipe.
+    Rule("ENGINE_DIED", "ENGINE_FAULT", "==", 1, 1, "ENGINE_RESTART", 0.5),  # ENGINE_FAULT DIED
+    Rule("ENGINE_HUNG", "ENGINE_HEARTBEAT_AGE_S", ">", 2.0, 3, "ENGINE_RESTART", 0.5),  # stopped, frozen
+    # no token for N s while a job is in the engine: a C loop stuck with the GIL released (its
+    # heartbeats go on); N is generous because a long prefill makes no token either
+    Rule("ENGINE_SILENT", "ENGINE_TOKEN_SILENCE_S", ">", 120.0, 3, "ENGINE_RESTART", 0.5),
     Rule("ENGINE_FAILED", "ENGINE_STATE", "==", 3, 10, "ENGINE_RESTART", 2.0),  # ENGINE_STATE FAILED
     Rule("COMMAND_LOSS", "LINK_SILENCE_S", ">", 86400.0, 10, "LINK_RESET", 2.0),
+    # the scrubber found weights that disagree with the manifest: rewrite them from flash
+    Rule("WEIGHT_UPSET", "SCRUB_UPSETS_PENDING", ">", 0, 1, "SCRUB_REPAIR", 1.0),
 )
 
 
@@ -127,6 +138,10 @@ class Fdir:
     def holding(self, name: str) -> bool:
         """The rule has fired and its condition has not cleared since."""
         return self._fired.get(name, False)
+
+    def holding_action(self, action: str) -> bool:
+        """An enabled rule with this action has fired and its condition has not cleared since."""
+        return any(r.enabled and r.action == action and self._fired.get(r.name, False) for r in self.rules.values())
 
     @property
     def disabled(self) -> int:

@@ -109,6 +109,11 @@ class PacketCodec:
         covered = encode_headers(kind.is_tc, kind.apid, seq_count, time, len(secured) + MAC_OCTETS) + secured
         return self._sized(append_crc(covered + compute_mac(seal.key, covered, seal.associated)))
 
+    def encode_body(self, kind: str, fields: dict[str, Any]) -> bytes:
+        """The checked msgpack body of a packet of this kind, without headers: what the onboard
+        recorder keeps of an EVENT or HK packet."""
+        return self._encode_body(self.dictionary.packet(kind), fields)
+
     def _encode_body(self, kind: PacketKind, fields: dict[str, Any]) -> bytes:
         values = []
         for field in kind.fields:
@@ -215,9 +220,26 @@ class PacketCodec:
                 self.dictionary.check_channel_map(fields["channels"])
             elif kind.name == "EVENT":
                 self._check_event(fields)
+            elif kind.name == "REC_PLAYBACK":
+                self._check_records(fields["records"])
         except ValueCheckError as exc:
             raise LinkError("BAD_BODY", f"{kind.name}: {exc}") from None
         return fields
+
+    def decode_record_body(self, kind: int, body: bytes) -> tuple[PacketKind, dict[str, Any]]:
+        """The packet kind (a REC_KIND value names it) and checked fields of a body played back
+        from the onboard recorder; LinkError (BAD_BODY) if it is not one."""
+        packet = self.dictionary.packet_by_name.get(self.dictionary.enums["REC_KIND"].name_of(kind))
+        if packet is None:
+            raise LinkError("BAD_BODY", f"unknown record kind {kind}")
+        return packet, self._decode_body(packet, body)
+
+    def _check_records(self, records: list[list[Any]]) -> None:
+        for seq, _, kind, _, body in records:
+            try:
+                self.decode_record_body(kind, body)
+            except LinkError as exc:
+                raise ValueCheckError(f"record {seq}: {exc.detail}") from None
 
     def _check_event(self, fields: dict[str, Any]) -> None:
         event = self.dictionary.event_by_id.get(fields["event_id"])

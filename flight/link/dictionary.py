@@ -103,6 +103,18 @@ def _check_sack_entries(value: Any) -> None:
                 raise ValueCheckError(f"empty sack range {rng!r}")
 
 
+def _check_records(value: Any) -> None:
+    # Each body is checked against its kind's packet by the codec, which knows the kinds.
+    if not isinstance(value, list):
+        raise ValueCheckError(f"expected records, got {type(value).__name__}")
+    checks = (_TYPE_CHECKS["u64"], _TYPE_CHECKS["f64"], _TYPE_CHECKS["u8"], _TYPE_CHECKS["bool"], _TYPE_CHECKS["bin"])
+    for record in value:
+        if not (isinstance(record, list) and len(record) == len(checks)):
+            raise ValueCheckError("a record must be [seq, onboard_time, kind, in_contact, body]")
+        for check, item in zip(checks, record):
+            check(item)
+
+
 _TYPE_CHECKS: dict[str, Callable[[Any], None]] = {
     **{kind: _check_uint(kind) for kind in _UINT_BITS},
     **{kind: _check_int(kind) for kind in _INT_BITS},
@@ -115,6 +127,7 @@ _TYPE_CHECKS: dict[str, Callable[[Any], None]] = {
     "list<u32>": _check_u32_list,
     "channel_map": _check_channel_map,
     "sack_entries": _check_sack_entries,
+    "records": _check_records,
 }
 FIELD_TYPES = tuple(_TYPE_CHECKS)
 ARG_TYPES = (*_UINT_BITS, *_INT_BITS, *_FLOAT_MAX, "bool", "str")

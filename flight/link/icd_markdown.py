@@ -13,6 +13,7 @@ from flight.link.crc16 import crc16_ccitt_false
 from flight.link.dictionary import Dictionary, ValueDef, load_dictionary
 from flight.link.framing import frame, max_frame_octets
 from flight.link.onboard_time import EPOCH, FINE_PER_SECOND, CucTime
+from flight.link.playback import MAX_REQUESTS, PLAYBACK_EVERY
 from flight.link.sdls import MAC_OCTETS, SECURITY_HEADER
 from flight.link.spacepacket import CRC_OCTETS, HEADER_OCTETS, UNSEGMENTED
 
@@ -38,6 +39,8 @@ _TYPE_TEXT = {
     "list<u32>": "msgpack array of u32",
     "channel_map": "msgpack map: channel id (uint) -> value of that channel's type",
     "sack_entries": "msgpack array of [job_id u32, array of [first u32, end u32]] (first < end)",
+    "records": "msgpack array of [seq u64, onboard_time f64, kind u8 enum REC_KIND, in_contact bool, body bin]; body "
+               "is the msgpack body of the EVENT or HK packet the record keeps, checked as that packet's",
 }
 
 
@@ -339,4 +342,36 @@ def render_icd(dictionary: Dictionary | None = None) -> str:
         "reason": 0, "data": {"token": 7}}, 5, EXAMPLE_TIME, seal=Seal(1, 1000, EXAMPLE_KEY, tc[-CRC_OCTETS - MAC_OCTETS:-CRC_OCTETS]))
     add("Its COMPLETED response: SPI 1, ARSN 1000, MAC over the packet and then the command's MAC:\n")
     add("```\n" + _hex(response) + "\n```\n")
+
+    add("## 15. Onboard recording and playback\n")
+    add("The node records in a bounded onboard store (config `[recorder]`; channels REC_*) every event it emits "
+        "except rejection reports (a flood of hostile frames would otherwise push everything else out; the "
+        "LINK_REJECTIONS_SUMMARY events that sum them up are recorded), and a housekeeping snapshot every "
+        "`[recorder] hk_period_s` (default 10 s), not every live HK packet. A record keeps the body of the live "
+        "packet as it was sent, its onboard time, whether the node was in contact, and a sequence number `seq` "
+        "that counts records over the node's life and is never reused. Past its capacity in records or octets the "
+        "oldest records are dropped first (REC_DROPPED). Records are committed at most `[recorder] flush_period_s` "
+        "(default 1 s) after they are made: a reset loses at most that.\n")
+    add("**Owed records.** A record made out of contact is owed to the ground; so is everything recorded or played "
+        "back after the last authentic uplink, once contact is found lost (the node went on sending for the contact "
+        "timeout, but the ground may have gone). REC_OWED counts them.\n")
+    add("**Playback.** REC_PLAYBACK packets carry records with their original onboard time, kind and seq: the "
+        "ground archives them at that time, marked as played back, and drops a seq it holds already.\n\n"
+        "- Automatically at each contact (LINK_CONTACT becoming true): every owed record, events first, then "
+        "housekeeping, oldest first within each (source AUTO). A pass cut short by a loss of contact starts again "
+        "at the next contact with what is still owed.\n"
+        "- On command, RECORDER_PLAYBACK: the records of a time range and kinds, played back before or not (source "
+        f"COMMAND); up to {MAX_REQUESTS} wait at once, served in order and before the automatic pass.\n"
+        "- REC_PLAYBACK_STARTED and REC_PLAYBACK_FINISHED frame each pass.\n")
+    add("**Priority.** Playback is bulk: it is sent only when no live packet waits (responses, events, "
+        "housekeeping, token streams, rejection reports), and after result segments, the product; but while both "
+        f"wait, one bulk packet in {PLAYBACK_EVERY} is playback, so results delay playback but never starve it. A "
+        f"playback packet holds records of up to about {d.segment_octets} octets (a larger record goes alone), so the "
+        "share is one of octets too.\n")
+    add("**Best effort.** Nothing is acknowledged or retransmitted: a record counts as played back (REC_PLAYED_BACK) "
+        "when its packet is sent, and is owed again only if it was sent after the last uplink before contact was "
+        "found lost. A ground that misses some (gaps in `seq`, or in the REC_PLAYBACK sequence count) asks for the time "
+        "range again with RECORDER_PLAYBACK (`ground playback --from TIME --to TIME`). An event sent live between "
+        "the ground's last uplink and its going (at most its keep-alive interval, a second) may arrive twice, live "
+        "and played back with `in_contact` true.\n")
     return "\n".join(out)

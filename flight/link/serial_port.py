@@ -30,9 +30,16 @@ class SerialPort:
         self._thread: threading.Thread | None = None
 
     def open(self) -> None:
+        """Open the device, unless it is open (the receive thread and reset() may race to)."""
+        with self._write_lock:
+            if self._serial is None:
+                self._open_device()
+
+    def _open_device(self) -> None:
+        """Under the write lock."""
         self._serial = serial.serial_for_url(self.port, baudrate=self.baud, timeout=self.read_timeout)
         # A lone delimiter ends whatever half frame the far end holds from before we (re)started.
-        self.write(b"\x00")
+        self._serial.write(b"\x00")
 
     def start(self, on_bytes: Callable[[bytes], None]) -> None:
         """Open the port, unless open() already did, and start the receive thread."""
@@ -50,13 +57,24 @@ class SerialPort:
             port.write(data)
 
     def reset(self, baud: int) -> None:
-        """Reopen the device at baud with default settings (FDIR's command-loss recovery): the
-        receive thread reopens it at once, as after any failure."""
-        self.baud = baud
-        port = self._serial
-        if port is not None and hasattr(port, "cancel_read"):
-            port.cancel_read()
-        self._close_device()
+        """Reopen the device at baud with default settings (FDIR's command-loss recovery). The
+        old port is closed and the new one opened under the write lock, so no write meets the
+        port closed: the report of the reset goes down on the new one. A device that will not
+        reopen now is retried by the receive thread, as after any failure."""
+        with self._write_lock:
+            old, self._serial = self._serial, None
+            self.baud = baud
+            if old is not None:
+                if hasattr(old, "cancel_read"):
+                    old.cancel_read()
+                try:
+                    old.close()
+                except (serial.SerialException, OSError):
+                    pass
+            try:
+                self._open_device()
+            except (serial.SerialException, ValueError, OSError) as exc:
+                log.warning("%s: not reopened at %d baud (%s); retrying", self.port, baud, exc)
 
     def close(self) -> None:
         self._stop.set()
@@ -81,16 +99,21 @@ class SerialPort:
                 # TypeError/AttributeError: pyserial's reaction to a port closed under its feet.
                 if self._stop.is_set():
                     return
+                if port is not None and port is not self._serial:  # reset() replaced it: not a failure
+                    continue
                 self.errors += 1
                 log.warning("%s: %s; reopening in %.1f s", self.port, exc, self.reopen_delay)
-                self._close_device()
+                self._close_device(port)
                 self._stop.wait(self.reopen_delay)
                 continue
             if data:
                 on_bytes(data)
 
-    def _close_device(self) -> None:
+    def _close_device(self, failed: serial.SerialBase | None = None) -> None:
+        """Close the device; given the port that failed, only if it is still the open one."""
         with self._write_lock:
+            if failed is not None and self._serial is not failed:
+                return
             port, self._serial = self._serial, None
         if port is not None:
             try:

@@ -15,6 +15,10 @@ the command's key and bound to the command's MAC, on a queue rejections never to
 Downlink: the executive feeds housekeeping (set_channel, add_channel_source), events
 (emit_event), token streams (send_tokens) and results (publish_result); the TM writer sends them
 by priority, result segments filling the idle line while the ground is in contact.
+
+Given a recorder, events and decimated housekeeping are also recorded onboard, and what the ground
+missed is played back at the next contact, or on command (RECORDER_PLAYBACK): see recording and
+playback.
 """
 from __future__ import annotations
 
@@ -33,12 +37,14 @@ from flight.link.dictionary import CommandDef, Dictionary, EventDef, load_dictio
 from flight.link.event_reporter import EventReporter
 from flight.link.framing import Deframer
 from flight.link.keys import KeyRing
+from flight.link.playback import PLAYBACK_EVERY, PlaybackBusy, RecordStore
+from flight.link.recording import Recording
 from flight.link.rejection_tally import RejectionTally
 from flight.link.result_downlink import ResultDownlink
 from flight.link.sdls import result_mac
 from flight.link.serial_port import SerialPort
 from flight.link.telemetry import Telemetry
-from flight.link.tm_writer import TmWriter
+from flight.link.tm_writer import SharedBulk, TmWriter
 from flight.link.token_stream import token_packets
 from flight.link.token_bucket import TokenBucket
 from flight.store.anti_replay import AntiReplayCounter
@@ -100,6 +106,7 @@ class LinkConfig:
     rejection_budget_octets_per_s: float = _SECURITY.rejection_budget_octets_per_s
     rejection_burst_octets: float = _SECURITY.rejection_burst_octets
     rejection_summary_period_s: float = _SECURITY.rejection_summary_period_s
+    record_hk_period_s: float = 10.0  # a housekeeping snapshot recorded onboard this often (with a recorder)
 
 
 def _one_line(text: str) -> str:
@@ -108,10 +115,12 @@ def _one_line(text: str) -> str:
 
 class LinkService:
     """The link, given its port, keys and the stores it owns no more than it must: results for
-    the reliable downlink, and the anti-replay counter (the node builds both; see flight/node.py)."""
+    the reliable downlink, the anti-replay counter and, optionally, the onboard recorder (the node
+    builds them; see flight/node.py)."""
 
     def __init__(self, port: SerialPort, keys: KeyRing, results: ResultStore, replay: AntiReplayCounter,
-                 config: LinkConfig | None = None, dictionary: Dictionary | None = None):
+                 config: LinkConfig | None = None, dictionary: Dictionary | None = None,
+                 recorder: RecordStore | None = None):
         self.dictionary = dictionary or load_dictionary()
         self.config = config or LinkConfig()
         self.codec = PacketCodec(self.dictionary)
@@ -123,8 +132,13 @@ class LinkService:
         self._replay = replay
         self._events = EventReporter(self.dictionary, self.telemetry, self._send_event)
         self.downlink = ResultDownlink(self.results, self.telemetry, self._events, self.config.rto_s, self.link_up)
+        self._recording = (None if recorder is None else Recording(
+            recorder, self.codec, self._events, self.link_up, self.config.record_hk_period_s,
+            self.config.contact_timeout_s))
+        bulk = (self.downlink if self._recording is None
+                else SharedBulk(self.downlink, self._recording.playback, PLAYBACK_EVERY))
         budget = TokenBucket(self.config.rejection_budget_octets_per_s, self.config.rejection_burst_octets)
-        self._writer = TmWriter(port, self.codec, self.telemetry, self.downlink, budget)
+        self._writer = TmWriter(port, self.codec, self.telemetry, bulk, budget)
         self.deframer = Deframer(self.dictionary.max_packet_octets, on_reject=self._frame_rejected)
         self._deframer_seen = dict(self.deframer.counters)
         self._handlers: dict[str, Handler] = {
@@ -135,6 +149,9 @@ class LinkService:
             "LINK_SET_ARSN": self._set_arsn,
         }
         self._channel_sources: list[ChannelSource] = []
+        if self._recording is not None:
+            self._handlers["RECORDER_PLAYBACK"] = self._recorder_playback
+            self._channel_sources.append(self._recording.channels)
         self._commands: queue.Queue[tuple[CommandDef, dict[str, Any], AuthenticTc] | None] = queue.Queue(
             self.config.command_queue_depth)
         self._rejections = RejectionTally()
@@ -242,6 +259,8 @@ class LinkService:
 
     def _send_event(self, event: EventDef, fields: dict[str, Any]) -> None:
         self._writer.submit("EVENT", fields, rejection=event.rejection)
+        if self._recording is not None:
+            self._recording.event(event, fields)
 
     def _handle_uplink(self, packet: bytes) -> None:
         try:
@@ -339,6 +358,8 @@ class LinkService:
         if acquired:
             self.telemetry.set("LINK_CONTACT", True)
             self._events.emit("LINK_CONTACT_ACQUIRED")
+            if self._recording is not None:
+                self._recording.contact_acquired()
             self._writer.wake()
 
     # --- command execution -------------------------------------------------------------------
@@ -392,6 +413,17 @@ class LinkService:
         self._events.emit("LINK_ARSN_SET", spi=spi, previous=previous, last_arsn=new, recovery_spi=origin.spi)
         return {"spi": spi, "previous": previous, "last_arsn": new}
 
+    def _recorder_playback(self, args: dict[str, Any], origin: CommandOrigin) -> dict[str, Any]:
+        assert self._recording is not None  # registered only with a recorder
+        if args["end"] < args["start"]:
+            raise CommandFailure("BAD_ARGUMENT", f"end {args['end']} is before start {args['start']}")
+        try:
+            return self._recording.playback.request(args["start"], args["end"], args["kinds"])
+        except PlaybackBusy as exc:
+            raise CommandFailure("BUSY", str(exc)) from None
+        except sqlite3.Error as exc:
+            raise CommandFailure("STORE_ERROR", f"recorder not readable: {exc}") from None
+
     def _result_key(self, spi: int | None) -> tuple[int, bytes]:
         """The key that authenticates a job's result: that of the SPI that submitted it, or, for a
         job from before jobs recorded it or whose key has since left the key file, the first
@@ -428,6 +460,8 @@ class LinkService:
         if lost:
             self.telemetry.set("LINK_CONTACT", False)
             self._events.emit("LINK_CONTACT_LOST", timeout_ms=int(self.config.contact_timeout_s * 1000))
+            if self._recording is not None:
+                self._recording.contact_lost(time.time() - self.silence_s(now))
         self._summarise_rejections(now)
         for source in self._channel_sources:
             try:
@@ -435,7 +469,10 @@ class LinkService:
                     self.telemetry.set(name, value)
             except Exception:  # one bad sensor must not silence housekeeping
                 log.exception("channel source fault")
-        self._writer.submit("HK", {"channels": self.telemetry.snapshot()})
+        snapshot = self.telemetry.snapshot()
+        self._writer.submit("HK", {"channels": snapshot})
+        if self._recording is not None:
+            self._recording.housekeeping(snapshot, now)
 
     def _summarise_rejections(self, now: float) -> None:
         period = self.config.rejection_summary_period_s

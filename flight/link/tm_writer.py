@@ -1,9 +1,10 @@
 """The downlink writer: one thread that encodes and writes telemetry in priority order.
 
 Command responses go first, then events, housekeeping and token streams; reports about rejected
-uplink input come after those, and result segments fill the line only when nothing else waits,
-pulled from a bulk source at the moment they can be sent (so a retransmission is never queued
-behind stale copies). Packets are encoded when written, so each APID's sequence count follows
+uplink input come after those, and bulk data fills the line only when nothing else waits, pulled
+from a bulk source at the moment it can be sent (so a retransmission is never queued behind stale
+copies). The link's bulk is result segments, then recorder playback with a guaranteed share
+(SharedBulk). Packets are encoded when written, so each APID's sequence count follows
 the order on the wire. A full queue drops its oldest packet and counts it in
 LINK_PACKETS_DROPPED; the writer never blocks its callers.
 
@@ -43,6 +44,31 @@ _Item = tuple[str, dict[str, Any], Seal | None]
 class BulkSource(Protocol):
     def poll(self, now: float) -> tuple[tuple[str, dict[str, Any]] | None, float | None]:
         """(packet kind and fields to send now, or None; seconds until one may be due, or None)."""
+
+
+class SharedBulk:
+    """Two bulk sources in one: the first has the line, but while both have something to send the
+    second gets at least one packet in every `every`, so it is never starved for good."""
+
+    def __init__(self, first: BulkSource, second: BulkSource, every: int):
+        if every < 2:
+            raise ValueError("every must be at least 2: the second source's turn comes after the first's")
+        self._sources = (first, second)
+        self._every = every
+        self._run = 0  # packets of the first source since the second last sent one
+
+    def poll(self, now: float) -> tuple[tuple[str, dict[str, Any]] | None, float | None]:
+        first, second = self._sources
+        order = (second, first) if self._run >= self._every - 1 else (first, second)
+        waits = []
+        for source in order:
+            item, wait = source.poll(now)
+            if item is not None:
+                self._run = self._run + 1 if source is first else 0
+                return item, wait
+            waits.append(wait)
+        due = [wait for wait in waits if wait is not None]
+        return None, min(due) if due else None
 
 
 class TmWriter:

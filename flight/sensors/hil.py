@@ -100,6 +100,13 @@ class HilSensors:
             in_eclipse=latest["in_eclipse"], eclipse_entry_in_s=latest["entry_s"], eclipse_exit_in_s=latest["exit_s"],
             board_temperature_c=max(latest["temps"].values(), default=UNKNOWN_C))
 
+    def fresh(self) -> bool:
+        """A READING arrived within stale_after_s: what read() returns is the board's, not the
+        stand-in for a silent one."""
+        with self._lock:
+            latest, at = self._latest, self._latest_at
+        return latest is not None and self._clock() - at <= self.stale_after_s
+
     @property
     def counters(self) -> dict[str, int]:
         return dict(self._reader.counters)

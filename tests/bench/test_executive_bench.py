@@ -84,7 +84,7 @@ class TickRig:
         self.store = JobStore(self.db)
         self.link = NullDownlink()
         self.executive: Executive | None = None
-        self.engine = EngineSupervisor(model, 1, N_CTX, n_batch=N_BATCH,
+        self.engine = EngineSupervisor(model, 1, N_CTX, n_batch=N_BATCH, auto_restart=False,  # as the node runs it
                                        on_token=lambda e: self.executive.on_token(e),
                                        on_done=lambda j: self.executive.on_done(j))
         self.engine.start()

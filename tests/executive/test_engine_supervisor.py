@@ -5,6 +5,8 @@ A job survives its engine dying (kill -9), going silent (SIGSTOP) or being resta
 and ends with exactly the tokens an uninterrupted in-process run produces, greedy or sampled.
 The faults are injected from the on_token callback after a few tokens have arrived, so they
 land mid-generation: the real model (~100 tok/s here) has most of its 24 tokens still to make.
+Without auto_restart (as the node runs it: its FDIR rules restart the engine) a dead child is
+reaped and its job waits, a hung one only ages, until restart(cause), which resumes them exactly.
 Load failures are one-line errors without a hang or a zombie, and stop() ends the child.
 These run one job at a time (n_batch=1) on the real model; test_engine_batch.py covers batches.
 """
@@ -171,6 +173,58 @@ def test_restart_by_command_resumes_exactly(real_model_path, reference):
     assert (sup.restarts, sup.last_restart_cause) == (1, "command")
     assert sup.restart_counts == dict(died=0, silent=0, stalled=0, command=1)
     assert not zombies() and not Path(f"/proc/{pids[0]}").exists()
+
+
+def wait_for(predicate, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_without_auto_restart_a_dead_engine_is_reaped_and_waits_for_restart(real_model_path, reference):
+    """auto_restart=False (the node's FDIR decides): the dead child is reaped and its job waits,
+    no child is started until restart(), which then resumes the job exactly, its cause the fault."""
+    fault = Fault(lambda s: os.kill(s.pid, signal.SIGKILL))
+    sup = EngineSupervisor(real_model_path, threads=1, n_ctx=N_CTX, heartbeat_timeout_s=HB_TIMEOUT,
+                           auto_restart=False, on_token=fault)
+    fault.sup = sup
+    with sup:
+        job = sup.generate(PROMPT_IDS, max_tokens=N, **SAMPLED)
+        wait_for(lambda: sup.fault == "died")
+        assert sup.pid is None and not zombies()
+        time.sleep(HB_TIMEOUT + 0.5)  # beyond every timeout of its own: it still waits
+        assert (sup.fault, sup.restarts, job.done(), sup.pid) == ("died", 0, False, None)
+        assert sup.heartbeat_age_s == 0.0 and sup.token_silence_s == 0.0  # gone is not silent
+        sup.restart()
+        r = job.wait(30)
+    assert r.tokens == reference["sampled"] and 0 < r.n_resumed < N
+    assert (sup.fault, sup.restarts, sup.last_restart_cause, r.restarts) == (None, 1, "died", 1)
+    assert job.fault_restarts == 1  # counted against it, as the supervisor's own restarts are
+    assert "".join(fault.pieces) == r.text and not zombies()
+
+
+def test_without_auto_restart_a_hung_engine_only_ages_until_restart_names_the_cause(real_model_path, reference):
+    """A stopped child is not the supervisor's to judge: heartbeat age and token silence grow
+    past its own timeouts; restart("silent") kills it and the job resumes exactly."""
+    fault = Fault(lambda s: os.kill(s.pid, signal.SIGSTOP))
+    sup = EngineSupervisor(real_model_path, threads=1, n_ctx=N_CTX, heartbeat_timeout_s=HB_TIMEOUT,
+                           stall_timeout_s=HB_TIMEOUT, auto_restart=False, on_token=fault)
+    fault.sup = sup
+    with sup:
+        assert sup.heartbeat_age_s < HB_TIMEOUT and sup.token_silence_s == 0.0  # idle: no job, no silence
+        job = sup.generate(PROMPT_IDS, max_tokens=N, **GREEDY)
+        wait_for(lambda: fault.fired_at is not None)
+        pid = sup.pid
+        wait_for(lambda: sup.heartbeat_age_s > HB_TIMEOUT + 0.5 and sup.token_silence_s > HB_TIMEOUT + 0.5)
+        assert (sup.fault, sup.restarts, sup.pid, job.done()) == (None, 0, pid, False)
+        with pytest.raises(ValueError, match="restart cause"):
+            sup.restart("bored")
+        sup.restart("silent")
+        r = job.wait(30)
+    assert r.tokens == reference["greedy"] and 0 < r.n_resumed < N
+    assert (sup.restarts, sup.last_restart_cause, job.fault_restarts) == (1, "silent", 1)
+    assert not zombies() and not Path(f"/proc/{pid}").exists()
 
 
 def test_a_job_that_keeps_killing_the_engine_fails_and_the_next_runs(real_model_path, reference):

@@ -6,10 +6,16 @@ calls), so each test sees the results, streams and events exactly as they would 
 Covers: a higher-priority job preempts a running one at a token boundary and both end with the
 tokens of uninterrupted runs; progress is committed at least every 16 tokens; cancel of a running
 and of a queued job; auto_inference off waits for MODE_SET INFERENCE; a battery at its floor keeps
-the node idle with the reason in housekeeping; POWER_LEVEL_SET caps the level.
+the node idle with the reason in housekeeping; POWER_LEVEL_SET caps the level. The shipped FDIR
+rules on battery and temperature (set by the test in place of the sim's, as the HIL rig would)
+fire within their max_response_s and recover; an engine without tokens for the table's N seconds
+is restarted by its rule and the job resumes exactly.
 """
 from __future__ import annotations
 
+import dataclasses
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -29,31 +35,57 @@ from flight.executive.modes import ModeMachine
 from flight.link.dictionary import load_dictionary
 from flight.link.job_result import decode_result
 from flight.link.service import CommandFailure, CommandOrigin
+from flight.sensors.reading import SensorReading
 from flight.sensors.sim import SimConfig, SimSensors
 from flight.store.counter_store import PersistedCounters
 from flight.store.job_store import JobStore
 from flight.store.mode_store import PersistedMode
 from flight.store.onboard_db import OnboardDb
+from flight.store.result_store import ResultStore
 from tests.synth_gguf import write_llama_gguf
 
 D = load_dictionary()
 ORIGIN = CommandOrigin(spi=1, arsn=1)
 N_CTX = 256
+SHIPPED = {rule.name: rule for rule in rules_for(20.0, 85.0, 10.0)}  # the Rig's default table
+
+
+class Steered:
+    """The sim's readings, with the battery and board temperature the test sets (what the HIL
+    rig does over the sensor bus, without the serial line)."""
+
+    def __init__(self, sim: SimSensors) -> None:
+        self.sim = sim
+        self.battery_wh: float | None = None
+        self.board_c: float | None = None
+
+    def read(self) -> SensorReading:
+        reading = self.sim.read()
+        return dataclasses.replace(
+            reading, battery_wh=reading.battery_wh if self.battery_wh is None else self.battery_wh,
+            board_temperature_c=reading.board_temperature_c if self.board_c is None else self.board_c)
+
+    def report_compute_power(self, watts: float) -> None:
+        self.sim.report_compute_power(watts)
 
 
 class Recorder:
-    """The link as the executive sees it: results, token streams and events, recorded."""
+    """The link as the executive sees it: results, token streams and events, recorded. Results
+    are also stored as the link stores them (which ends the job in the store), so that a Rig
+    started again on the same database does not run a finished job again."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: ResultStore) -> None:
+        self.store = store
         self.results: dict[int, dict[str, Any]] = {}
         self.streams: dict[int, list[tuple[int, list[tuple[int, str]]]]] = {}
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.lock = threading.Lock()
 
     def publish_result(self, job_id: int, data: bytes, spi: int | None) -> bool:
+        stored = self.store.store_result(job_id, data, spi or 0, b"")  # no MAC: nothing goes down
         with self.lock:
             self.results[job_id] = decode_result(data)
-        return True
+        return stored
 
     def send_tokens(self, job_id: int, first_index: int, tokens: list[tuple[int, str]]) -> None:
         with self.lock:
@@ -88,17 +120,19 @@ class Rig:
                  fdir: tuple | None = None):
         self.db = OnboardDb(tmp_path / "onboard.sqlite")
         self.store = JobStore(self.db)
-        self.link = Recorder()
+        self.link = Recorder(ResultStore(self.db, D.segment_octets))
         # the default levels' watts, with tokens/s scaled so the highest is `rate` (the sim's cap)
         top = DEFAULT_POWER_LEVELS[-1].tokens_per_s
         levels = tuple(type(level)(level.name, level.watts, rate * level.tokens_per_s / top)
                        for level in DEFAULT_POWER_LEVELS)
         self.executive: Executive | None = None
-        self.engine = EngineSupervisor(model_path or model, 1, N_CTX, n_batch=n_batch, on_token=lambda e: self.executive.on_token(e),
+        # as the node runs it: restarts are the FDIR rules' (auto_restart off)
+        self.engine = EngineSupervisor(model_path or model, 1, N_CTX, n_batch=n_batch, auto_restart=False,
+                                       on_token=lambda e: self.executive.on_token(e),
                                        on_done=lambda j: self.executive.on_done(j))
         self.engine.start()
         self.modes = ModeMachine(D, PersistedMode(self.db), lambda *change: self.executive.on_mode_change(*change))
-        self.sensors = SimSensors(sim or SimConfig())
+        self.sensors = Steered(SimSensors(sim or SimConfig()))
         self.executive = Executive(
             ExecutiveConfig(levels=levels, n_batch=n_batch, n_ctx=N_CTX, tick_hz=20.0, auto_inference=auto_inference),
             D, self.engine, self.link, self.sensors, self.store, self.modes, Accountant(CostModel()),
@@ -221,19 +255,69 @@ def test_with_auto_inference_off_jobs_wait_for_mode_set_inference(rig_factory):
 
 
 def test_battery_below_its_floor_is_safe_mode_by_fdir_left_only_by_command(rig_factory):
-    rig = rig_factory(sim=SimConfig(battery_start_wh=10.0, solar_w=0.0)).start()
+    rig = rig_factory()
+    rig.sensors.battery_wh = 10.0
+    rig.start()
     job = rig.submit("no energy", 8)
     rig.wait(lambda: rig.modes.mode == "SAFE", what="FDIR's SAFE")
     [fired] = rig.link.named("FDIR_FIRED")
-    assert (fired["rule"], fired["action"]) == ("BATTERY_LOW", "SAFE") and fired["value"] == pytest.approx(10.0, abs=0.01)
-    assert fired["latency_ms"] < 1000 and fired["late"] == ""
+    assert (fired["rule"], fired["action"]) == ("BATTERY_LOW", "SAFE") and fired["value"] == pytest.approx(10.0)
+    assert fired["latency_ms"] <= SHIPPED["BATTERY_LOW"].max_response_s * 1000 and fired["late"] == ""
     assert rig.link.named("MODE_CHANGED")[-1]["cause"] == D.enum_value("MODE_CAUSE", "FDIR")
+    rig.sensors.battery_wh = 80.0  # charged again: still SAFE, which auto_inference never leaves
     time.sleep(0.5)
-    assert rig.modes.mode == "SAFE" and job not in rig.link.results  # auto_inference never leaves SAFE
+    assert rig.modes.mode == "SAFE" and job not in rig.link.results
     assert rig.executive.channels()["SCHED_REASON"] == D.enum_value("SCHED_REASON", "IDLE_MODE")
     assert rig.executive.channels()["FDIR_FIRINGS"] == 1
-    rig.command("MODE_SET", mode=D.enum_value("MODE", "STANDBY"))
-    assert rig.modes.mode == "STANDBY"
+    rig.command("MODE_SET", mode=D.enum_value("MODE", "STANDBY"))  # left by command only
+    rig.command("MODE_SET", mode=D.enum_value("MODE", "INFERENCE"))  # (a commanded STANDBY sticks)
+    assert rig.result(job)["stop_reason"] in ("limit", "eos")
+
+
+def test_over_temperature_lowers_the_power_level_then_stops_inference_and_both_lift_when_it_cools(
+        rig_factory, reference):
+    rig = rig_factory(rate=100.0).start()
+    job = rig.submit("a warm job", 200, temperature=0.6, seed=8)
+    rig.wait(lambda: rig.link.named("JOB_STARTED"), what="the job started")
+    top = len(DEFAULT_POWER_LEVELS) - 1
+    rig.sensors.board_c = 82.0  # OVER_TEMP_THROTTLE: at or above 80 (the limit less half its margin)
+    rig.wait(lambda: rig.link.named("FDIR_FIRED"), what="OVER_TEMP_THROTTLE")
+    rig.wait(lambda: 0 <= rig.executive.channels()["SCHED_MAX_LEVEL"] < top, what="the level capped")
+    rig.sensors.board_c = 90.0  # OVER_TEMP_STOP: at or above the limit
+    rig.wait(lambda: rig.modes.mode == "STANDBY", what="FDIR's STANDBY")
+    throttle, stop = rig.link.named("FDIR_FIRED")
+    for fired, name, action in ((throttle, "OVER_TEMP_THROTTLE", "POWER_DOWN"), (stop, "OVER_TEMP_STOP", "STANDBY")):
+        assert (fired["rule"], fired["action"]) == (name, action)
+        assert fired["latency_ms"] <= SHIPPED[name].max_response_s * 1000 and fired["late"] == ""
+    assert rig.link.named("MODE_CHANGED")[-1]["cause"] == D.enum_value("MODE_CAUSE", "FDIR")
+    rig.wait(lambda: rig.link.named("JOB_PREEMPTED"), what="the job out of the batch")
+    time.sleep(0.3)
+    assert rig.modes.mode == "STANDBY" and job not in rig.link.results  # held while hot
+    rig.sensors.board_c = 40.0  # cooled: the STANDBY hold and the cap go with their conditions
+    assert rig.result(job)["token_ids"] == reference("a warm job", 200, temperature=0.6, seed=8)
+    assert rig.link.named("SCHED_MAX_LEVEL_SET")[-1]["max_level"] == -1
+    assert rig.link.named("MODE_CHANGED")[-1]["cause"] == D.enum_value("MODE_CAUSE", "AUTO")
+    assert rig.executive.channels()["FDIR_FIRINGS"] == 2
+
+
+def test_no_token_for_the_tables_n_seconds_restarts_the_engine_and_the_job_resumes(rig_factory, reference):
+    """ENGINE_SILENT's N is the table's: here 1 s (shipped: 120 s); a stopped engine stands in
+    for a C loop stuck with its heartbeats going (no rule on them here)."""
+    silent = Rule("ENGINE_SILENT", "ENGINE_TOKEN_SILENCE_S", ">", 1.0, 3, "ENGINE_RESTART", 0.5)
+    rig = rig_factory(rate=40.0, fdir=(silent,)).start()
+    job = rig.submit("stuck in a loop", 80, temperature=0.7, seed=11)
+    rig.wait(lambda: rig.store.progress(job) is not None, what="progress")
+    stopped_at = time.monotonic()
+    os.kill(rig.engine.pid, signal.SIGSTOP)
+    rig.wait(lambda: rig.link.named("ENGINE_RESTARTED"), what="the restart")
+    assert time.monotonic() - stopped_at >= 1.0
+    [fired] = rig.link.named("FDIR_FIRED")
+    assert (fired["rule"], fired["action"]) == ("ENGINE_SILENT", "ENGINE_RESTART") and fired["value"] > 1.0
+    assert fired["latency_ms"] <= silent.max_response_s * 1000 and fired["late"] == ""
+    [restarted] = rig.link.named("ENGINE_RESTARTED")
+    assert restarted["cause"] == D.enum_value("ENGINE_RESTART_CAUSE", "STALLED")
+    result = rig.result(job)
+    assert result["token_ids"] == reference("stuck in a loop", 80, temperature=0.7, seed=11) and result["restarts"] == 1
 
 
 def test_an_fdir_standby_holds_until_its_rule_clears_and_rules_are_enabled_by_command(rig_factory):

@@ -85,6 +85,18 @@ def test_the_shipped_rules_watch_channels_the_dictionary_has_or_the_next_work_ad
     assert (adapted["BATTERY_LOW"], adapted["OVER_TEMP_THROTTLE"], adapted["OVER_TEMP_STOP"]) == (30.0, 65.0, 70.0)
 
 
+def test_the_engine_rules_restart_it_on_each_report_of_its_supervisor():
+    """The supervisor restarts nothing by itself in the node: these rules are the response."""
+    rules = {r.name: r for r in DEFAULT_RULES}
+    d = load_dictionary()
+    assert rules["ENGINE_DIED"].threshold == d.enum_value("ENGINE_FAULT", "DIED")
+    assert rules["ENGINE_FAILED"].threshold == d.enum_value("ENGINE_STATE", "FAILED")
+    watched = {rules[name].channel for name in ("ENGINE_DIED", "ENGINE_HUNG", "ENGINE_SILENT")}
+    assert watched == {"ENGINE_FAULT", "ENGINE_HEARTBEAT_AGE_S", "ENGINE_TOKEN_SILENCE_S"}
+    assert all(rules[name].action == "ENGINE_RESTART" for name in ("ENGINE_DIED", "ENGINE_HUNG", "ENGINE_SILENT"))
+    assert rules["ENGINE_SILENT"].threshold == 120.0  # N, the table's
+
+
 GOOD = {"name": "HOT", "channel": "THERM_BOARD_C", "op": ">=", "threshold": 80, "persistence": 3, "action": "STANDBY",
         "max_response_s": 1.0}
 

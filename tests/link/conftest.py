@@ -100,9 +100,12 @@ tokens_per_s = 5000.0
 
 @pytest.fixture(scope="session")
 def synth_node_model(tmp_path_factory) -> Path:
+    from flight.engine.manifest import make_manifest
     from tests.synth_gguf import write_llama_gguf
 
-    return write_llama_gguf(tmp_path_factory.mktemp("node-model") / "synth.gguf", n_ctx=SYNTH_N_CTX)
+    model = write_llama_gguf(tmp_path_factory.mktemp("node-model") / "synth.gguf", n_ctx=SYNTH_N_CTX)
+    make_manifest(model)  # as installing a model does: flight run refuses a model without one
+    return model
 
 
 def synth_completion(model: Path, prompt: str, max_tokens: int) -> str:

@@ -116,6 +116,24 @@ def test_ground_hazardous_hint_names_the_cli_flag(tmp_path, keyfile):
     assert list(tmp_path.glob("archive.sqlite*")) == []
 
 
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read {file}: No such file or directory"),
+    ("1 25544U 98067A   19343.69339541  .00001764  00000-0  38792-4 0  9991\n",
+     "{file}: TLE must have 2 lines (or 3 with a name), got 1"),
+    ("1 25544U 98067A   19343.69339541  .00001764  00000-0  38792-4 0  9991\n"
+     "2 25544  51.6439 211.2001 0007417  17.6667  85.6398 15.50103472202483\n", "{file}: TLE line 2: checksum is 3, computed 2"),
+    ("x" * 5000, "{file}: over 4096 octets, not one TLE"),
+])
+def test_ground_tle_upload_checks_the_file_before_the_port(tmp_path, keyfile, content, message):
+    tle = tmp_path / "sat.tle"
+    if content is not None:
+        tle.write_text(content)
+    result = ground("tle-upload", str(tle), "--keys", str(keyfile), "--port", "loop://",
+                    "--archive", str(tmp_path / "archive.sqlite"))
+    assert one_line_error(result) == "ground: " + message.format(file=tle)
+    assert list(tmp_path.glob("archive.sqlite*")) == []
+
+
 @pytest.mark.parametrize("option, argv", [
     ("--timeout", ["send", "LINK_PING", "token=7", "--timeout", "1e300"]),  # OverflowError in a wait
     ("--timeout", ["send", "LINK_PING", "token=7", "--timeout", "nan"]),  # waited forever

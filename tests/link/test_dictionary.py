@@ -13,7 +13,8 @@ RAW = json.loads(DICTIONARY_PATH.read_text())
 D = load_dictionary()
 ICD = Path(__file__).resolve().parents[2] / "docs" / "ICD.md"
 PREFIXES = ("LINK_", "CMD_", "DL_", "JOB_", "STORE_", "MODE_", "POWER_", "ENGINE_", "EPS_", "THERM_", "SCHED_", "EXEC_", "ACCT_",
-            "SENSOR_", "FDIR_")
+            "SENSOR_", "FDIR_", "TLE_", "ORBIT_", "SCRUB_", "TEST_", "REC_",
+            "RECORDER_")
 
 
 def test_icd_doc_is_generated_from_the_dictionary():

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import time
@@ -87,9 +86,11 @@ def run_flight(*argv: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("case", ["no keys", "bad keys", "no model", "no data dir", "data dir is a file", "no port",
-                                  "bad config value", "unknown config key", "bad threads", "sensors not built",
-                                  "bad baud", "unreadable config", "only a recovery key", "same key file twice",
-                                  "bad log level", "nan timer", "hil without sensor port", "hil sensor port missing"])
+                                  "bad config value", "unknown config key", "bad threads", "bad baud",
+                                  "unreadable config", "only a recovery key", "same key file twice",
+                                  "bad log level", "nan timer", "hil without sensor port", "hil sensor port missing",
+                                  "jetson without sensor port", "jetson sysfs root missing",
+                                  "jetson sysfs root is a file", "jetson sensor port missing"])
 def test_bad_input_is_one_line_and_exit_2_touching_nothing(case, tmp_path, link):
     keys = new_keys(tmp_path)
     data = tmp_path / "data"
@@ -119,8 +120,6 @@ def test_bad_input_is_one_line_and_exit_2_touching_nothing(case, tmp_path, link)
         extra, expect = ["--config", str(write_config(tmp_path / "n.toml", "[engine]\nthreds = 1\n"))], "threds"
     elif case == "bad threads":
         extra, expect = ["--threads", "0"], "threads"
-    elif case == "sensors not built":
-        extra, expect = ["--sensors", "jetson"], "jetson"
     elif case == "bad baud":
         extra, expect = ["--baud", "fast"], "baud"
     elif case == "unreadable config":
@@ -139,6 +138,17 @@ def test_bad_input_is_one_line_and_exit_2_touching_nothing(case, tmp_path, link)
         extra, expect = ["--sensors", "hil"], "--sensor-port"
     elif case == "hil sensor port missing":
         extra, expect = ["--sensors", "hil", "--sensor-port", "/dev/ttyNOPE7"], "/dev/ttyNOPE7"
+    elif case == "jetson without sensor port":
+        extra, expect = ["--sensors", "jetson", "--sysfs-root", str(tmp_path)], "--sensor-port"
+    elif case == "jetson sysfs root missing":
+        extra = ["--sensors", "jetson", "--sensor-port", "/dev/ttyNOPE7", "--sysfs-root", str(tmp_path / "nosys")]
+        expect = f"sysfs root {tmp_path / 'nosys'} does not exist"
+    elif case == "jetson sysfs root is a file":
+        extra = ["--sensors", "jetson", "--sensor-port", "/dev/ttyNOPE7", "--sysfs-root", str(keys)]
+        expect = f"sysfs root {keys} is not a directory"
+    elif case == "jetson sensor port missing":
+        extra, expect = ["--sensors", "jetson", "--sensor-port", "/dev/ttyNOPE8", "--sysfs-root", str(tmp_path)], \
+            "/dev/ttyNOPE8"
     out = run_flight(*[x for pair in argv.items() for x in pair], *extra)
     assert out.returncode == 2, out
     lines = out.stderr.strip().splitlines()
@@ -161,29 +171,6 @@ def test_runs_with_a_lower_case_log_level_and_two_key_files_and_stops_on_sigterm
     code, took = node.terminate()
     assert code == 0 and took < 5.0
     assert "LINK_STARTED" in node.log_text() and "Traceback" not in node.log_text()
-
-
-@pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP], ids=["engine killed", "engine hung"])
-def test_engine_killed_or_hung_inside_flight_run_is_respawned_and_the_job_resumes(link, tmp_path, fault):
-    node, keys, data = start_node(link, tmp_path)
-    client = GroundClient(link.ground, keys=keys, archive=tmp_path / "ground.sqlite", sack_interval_s=0.2).connect()
-    try:
-        client.await_telemetry("LINK_CONTACT", lambda v: v is True, timeout=20)
-        pid = client.await_telemetry("ENGINE_PID", lambda v: v > 0, timeout=20).value
-        job = client.submit_job(PROMPT, 200, temperature=0.8, seed=99, token_ids=True, timeout=5.0)
-        client.await_telemetry("ENGINE_TOKENS", lambda v: v >= 20, timeout=30)
-        os.kill(pid, fault)
-        event = client.await_event("ENGINE_RESTARTED", timeout=30)
-        result = decode_result(client.await_result(job, timeout=120))
-        new_pid = client.await_telemetry("ENGINE_PID", since=client.history_index(), timeout=10).value
-    finally:
-        client.close()
-        node.stop()
-    assert ("DIED" if fault == signal.SIGKILL else "SILENT") in event.message
-    assert new_pid != pid
-    assert result["restarts"] == 1
-    reference = flight_generate(PROMPT, 200, "--temperature", "0.8", "--seed", "99")
-    assert result["token_ids"] == reference["tokens"] and result["text"] == reference["text"]
 
 
 def test_systemd_notify_ready_watchdog_and_stopping(link, tmp_path):
@@ -274,3 +261,112 @@ def _drain(fd: int) -> bytes:
     while select.select([fd], [], [], 0)[0]:
         data += os.read(fd, 4096)
     return data
+
+
+def test_with_jetson_sensors_the_board_is_measured_and_an_uplinked_tle_times_eclipses(link, tmp_path):
+    """`--sensors jetson` on a fake Orin Nano sysfs tree and an EPS double on a pty: compute power
+    and temperature are the board's, the battery and (with no TLE yet) the eclipse timing the
+    EPS's; `ground tle-upload` moves eclipse timing to onboard SGP4, which predicts what
+    flight/orbit's find_eclipses does; a bad TLE is refused with its reason; after a restart the
+    stored TLE is still in use. A board_zone that does not exist is found at discovery, before
+    the link serves, and still reaches the log and SENSOR_FAULTS; offline zones are not counted."""
+    import threading
+    import tty
+    from datetime import datetime, timezone
+
+    from flight.orbit import find_eclipses
+    from flight.orbit.sun import sun_ra_dec
+    from flight.sensors.bus import READING, encode_frame
+    from ground.client import CommandError
+    from tests.orbit.tles import make_tle
+    from tests.sensors import jetson_trees as trees
+
+    tree = trees.orin_nano(tmp_path / "sysfs")
+    now = datetime.now(timezone.utc)
+    tle = make_tle(now, 51.6, sun_ra_dec(now)[0], 15.5, satnum=48001, name="TOKENSAT-1")  # eclipsed every orbit
+    (tmp_path / "sat.tle").write_text(tle)
+    master, slave = os.openpty()
+    tty.setraw(master)
+    tty.setraw(slave)
+    reading = {"t": 0.0, "battery_wh": 80.0, "capacity_wh": 100.0, "solar_w": 50.0, "bus_w": 10.0,
+               "in_eclipse": False, "entry_s": 3000.0, "exit_s": 5000.0, "temps": {"eps": 25.0}}
+    stop = threading.Event()
+
+    def eps() -> None:  # the EPS board: a READING five times a second; what the node sends back is drained
+        seq = 0
+        while not stop.wait(0.2):
+            seq += 1
+            os.write(master, encode_frame(READING, seq, {**reading, "t": float(seq)}))
+            _drain(master)
+
+    feeder = threading.Thread(target=eps, daemon=True)
+    feeder.start()
+    keys = new_keys(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    archive = tmp_path / "ground.sqlite"
+    config = write_config(tmp_path / "n.toml", '[sensors]\nboard_zone = "Tboard_tegra"\n')  # an AGX zone
+    node = FlightRun(link.flight, keys, data, tmp_path / "flight.log", "--config", str(config), "--sensors", "jetson",
+                     "--sensor-port", os.ttyname(slave), "--sysfs-root", str(tree.root))
+
+    def connect() -> GroundClient:
+        return GroundClient(link.ground, keys=keys, archive=archive, sack_interval_s=0.2).connect()
+
+    def channels_when(source: int, client: GroundClient) -> tuple[float, dict]:
+        """(onboard time, channels by name) of the first HK packet with this eclipse source."""
+        wanted = client.dictionary.channel_by_name["ORBIT_ECLIPSE_SOURCE"].id
+        item = client.await_packet(lambda p: p.name == "HK" and p.fields["channels"].get(wanted) == source, timeout=20)
+        by_id = client.dictionary.channel_by_id
+        return item.packet.time.to_unix(), {by_id[c].name: v for c, v in item.packet.fields["channels"].items()}
+
+    try:
+        node.start()
+        client = connect()
+        try:
+            _, hk = channels_when(2, client)  # EPS: no TLE yet
+            assert hk["EPS_COMPUTE_W"] == pytest.approx(tree.input_w)
+            assert hk["EPS_LOAD_W"] == pytest.approx(10.0 + tree.input_w)
+            assert hk["THERM_BOARD_C"] == pytest.approx(47.093) and hk["EPS_BATTERY_WH"] == 80.0
+            assert (hk["EPS_ECLIPSE_ENTRY_S"], hk["EPS_ECLIPSE_EXIT_S"]) == (3000.0, 5000.0)
+            assert hk["SENSOR_FAULTS"] == 1 and "ORBIT_TLE_AGE_D" not in hk
+            assert hk["SENSOR_POWER_MODE"] == tree.power_mode
+        finally:
+            client.close()
+        out = ground(link.ground, keys, archive, "tle-upload", str(tmp_path / "sat.tle"))
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("TLE of 48001 (TOKENSAT-1) loaded onboard: epoch ")
+        client = connect()
+        try:
+            onboard_t, hk = channels_when(1, client)  # TLE
+            assert 0 <= hk["ORBIT_TLE_AGE_D"] < 0.01
+            events = find_eclipses(tle, onboard_t - 6000, 12000)
+            e = next(e for e in events if e.penumbra_exit.timestamp() > onboard_t)
+            entry, exit_ = e.penumbra_entry.timestamp() - onboard_t, e.penumbra_exit.timestamp() - onboard_t
+            if hk["EPS_IN_ECLIPSE"]:
+                assert entry <= 1.0 and hk["EPS_ECLIPSE_ENTRY_S"] == 0.0
+            else:
+                assert hk["EPS_ECLIPSE_ENTRY_S"] == pytest.approx(entry, abs=1.0)
+            assert hk["EPS_ECLIPSE_EXIT_S"] == pytest.approx(exit_, abs=1.0)
+            bad = tle.splitlines()
+            with pytest.raises(CommandError) as refused:
+                client.send_and_await_completion("TLE_UPLOAD", line1=bad[1], line2=bad[2][:-1] + "0")
+            assert "BAD_ARGUMENT" in str(refused.value) and "checksum" in str(refused.value)
+        finally:
+            client.close()
+        code, _ = node.terminate()
+        assert code == 0
+        node.start()  # restarted: the stored TLE times eclipses at once
+        client = connect()
+        try:
+            channels_when(1, client)
+        finally:
+            client.close()
+        log = node.log_text()
+        assert "ORBIT_TLE_LOADED" in log and "loaded from the onboard store" in log
+        assert "Tboard_tegra" in log and "SENSOR_FAULT" in log and "Traceback" not in log
+    finally:
+        stop.set()
+        feeder.join()
+        node.stop()
+        os.close(master)
+        os.close(slave)
