@@ -5,17 +5,20 @@ sensors (as an F Prime topology does). `flight run` (flight/cli.py) runs it.
                         ^                            │
                         │ results, tokens, events    v
     OnboardDb ──> JobStore, ResultStore,      Executive ──> EngineSupervisor ──> engine process
-                  AntiReplayCounter, mode        │  ^
+                  AntiReplayCounter, mode,       │  ^             │ scrub reports (its scrubber)
+                  Recorder, TLE                  │  │             v
+                                                 │  │        WeightScrub (SCRUB_NOW, TEST_INJECT_SEU)
                                                  v  │ power, battery, eclipse, temperature
                                               SensorBackend (sim; hil: the rig's sensor bus;
                                                 jetson: sysfs, the EPS board's sensor bus and
                                                 OrbitService's eclipses from the uplinked TLE)
 
 Start order, each failure one NodeStartError line before anything stored is touched: the
-config (already loaded), the key files, the model file, the data directory, the sysfs root
-(jetson), the serial ports, the engine process (the model loads), then the onboard database and
-its recorder, the link (the boot count is its first write), the stored TLE and the executive (it takes up the
-stored queue, then leaves BOOT). Stop: the executive's loop, the engine at a token boundary with
+config (already loaded), the key files, the model file and its weight manifest, the data
+directory, the sysfs root (jetson), the serial ports, the engine process (the model is checked
+against its manifest and loads; its weight scrubber starts), then the onboard database and its
+recorder, the link (the boot count is its first write), the stored TLE and the executive (it
+takes up the stored queue, then leaves BOOT). Stop: the executive's loop, the engine at a token boundary with
 every running job's progress saved, the link (the port closes), the recorder (its last commit),
 the database.
 """

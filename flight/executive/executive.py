@@ -504,7 +504,7 @@ class Executive:
         rule = self._fdir.rules[firing.rule]
         self._downlink.emit_event("FDIR_FIRED", rule=firing.rule, channel=rule.channel, value=float(firing.value),
                                   action=firing.action, latency_ms=min(int(firing.latency_s * 1000), 0xFFFFFFFF),
-                                  late=", LATE" if firing.late else "")
+                                  late=", LATE" if firing.late else "", count=self._fdir.firings[firing.rule])
         try:
             if firing.action == "SAFE":  # left by command only: auto_inference never leaves SAFE
                 self._modes.request("SAFE", "FDIR")

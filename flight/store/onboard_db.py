@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS results (
     delivered INTEGER NOT NULL DEFAULT 0,
     stored REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS tle (id INTEGER PRIMARY KEY CHECK (id = 1), text TEXT NOT NULL);
 """
 # Columns added after the first release, so a store written by it opens and keeps its data.
 # Results stored before carry no MAC; the link service signs them when it starts. Jobs stored

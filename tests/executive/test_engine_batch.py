@@ -162,7 +162,9 @@ def test_preempt_then_resume_is_exact(model, reference):
             assert again.tokens == r.tokens  # the checkpoint is whole from the start
             r2 = again.wait(10)
             assert r2.tokens == reference[k] and r2.n_resumed == len(r.tokens)
-            assert r.text + "".join(rec.pieces[jobs[k].job_id][len(r.tokens):]) == r2.text
+            # the stream of both runs is the text: a character split by the preemption (r.text
+            # ends in U+FFFD then) comes out whole from the resumed run's primed stream decoder
+            assert "".join(rec.pieces[jobs[k].job_id]) == r2.text
         assert jobs[0].wait(10).tokens == reference[0]  # the one left alone
     assert len(preempted) == 2
 

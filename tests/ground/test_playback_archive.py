@@ -23,7 +23,7 @@ CODEC = PacketCodec(D)
 REPO = Path(__file__).resolve().parents[2]
 EVENT, HK = D.enum_value("REC_KIND", "EVENT"), D.enum_value("REC_KIND", "HK")
 FIRED = {"event_id": D.event_by_name["FDIR_FIRED"].id,
-         "args": ["COMMAND_LOSS", "LINK_SILENCE_S", 90000.0, "LINK_RESET", 120, ""]}
+         "args": ["COMMAND_LOSS", "LINK_SILENCE_S", 90000.0, "LINK_RESET", 120, "", 1]}
 
 
 @pytest.fixture

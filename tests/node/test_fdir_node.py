@@ -88,6 +88,7 @@ def test_a_dead_or_hung_engine_is_restarted_by_its_rule_and_the_job_resumes(link
     rule = "ENGINE_HUNG" if fault == "hung" else "ENGINE_DIED"
     assert (fired.args["rule"], fired.args["action"]) == (rule, "ENGINE_RESTART")
     assert fired.args["latency_ms"] <= SHIPPED[rule].max_response_s * 1000 and fired.args["late"] == ""
+    assert fired.args["count"] == 1  # the rule's own firing counter
     cause = "SILENT" if fault == "hung" else "DIED"
     assert restarted.args["cause"] == D.enum_value("ENGINE_RESTART_CAUSE", cause)
     assert new_pid != pid and fault_now == D.enum_value("ENGINE_FAULT", "NONE")

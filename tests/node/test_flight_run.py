@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from flight.engine.manifest import make_manifest, manifest_path
 from flight.link.job_result import decode_result
 from flight.link.keys import write_new_key_file
 from ground.client import GroundClient
 from tests.node.helpers import BIN, REPO, FlightRun, HilLink, flight_generate, ground, new_keys, write_config
+from tests.synth_gguf import write_llama_gguf
 
 PROMPT = "The three most useful things a satellite in low Earth orbit can do are"
 
@@ -90,7 +92,8 @@ def run_flight(*argv: str) -> subprocess.CompletedProcess[str]:
                                   "unreadable config", "only a recovery key", "same key file twice",
                                   "bad log level", "nan timer", "hil without sensor port", "hil sensor port missing",
                                   "jetson without sensor port", "jetson sysfs root missing",
-                                  "jetson sysfs root is a file", "jetson sensor port missing"])
+                                  "jetson sysfs root is a file", "jetson sensor port missing", "model without manifest",
+                                  "model disagrees with its manifest", "corrupt manifest"])
 def test_bad_input_is_one_line_and_exit_2_touching_nothing(case, tmp_path, link):
     keys = new_keys(tmp_path)
     data = tmp_path / "data"
@@ -149,6 +152,20 @@ def test_bad_input_is_one_line_and_exit_2_touching_nothing(case, tmp_path, link)
     elif case == "jetson sensor port missing":
         extra, expect = ["--sensors", "jetson", "--sensor-port", "/dev/ttyNOPE8", "--sysfs-root", str(tmp_path)], \
             "/dev/ttyNOPE8"
+    elif case.startswith("model") or case == "corrupt manifest":
+        model = write_llama_gguf(tmp_path / "m.gguf", n_ctx=64)
+        extra, expect = ["--model", str(model)], "m.gguf has no manifest"
+        if case != "model without manifest":
+            make_manifest(model)
+        if case == "model disagrees with its manifest":
+            with open(model, "r+b") as f:  # flash corrupted since the model was installed
+                f.seek(-1, os.SEEK_END)
+                f.write(b"\xff")
+            expect = "1 of 1 blocks disagree with its manifest"
+        elif case == "corrupt manifest":
+            manifest = manifest_path(model)
+            manifest.write_text(manifest.read_text().replace('"size":', '"size": 1, "x":', 1))
+            expect = "fails its checksum"
     out = run_flight(*[x for pair in argv.items() for x in pair], *extra)
     assert out.returncode == 2, out
     lines = out.stderr.strip().splitlines()
