@@ -5,31 +5,18 @@ from __future__ import annotations
 import inspect
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from flight.link.codec import PacketCodec
 from flight.link.dictionary import ValueCheckError, load_dictionary
 from flight.link.framing import frame
-from flight.link.keys import write_new_key_file
 from flight.link.onboard_time import CucTime
 from ground.client import GroundClient
 
 D = load_dictionary()
 CODEC = PacketCodec(D)
 SUBMIT = D.command_by_name["JOB_SUBMIT"]
-
-
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[GroundClient]:
-    keys = tmp_path / "keys.json"
-    write_new_key_file(keys)
-    ground = GroundClient("loop://", keys=keys, archive=tmp_path / "ground.sqlite")
-    ground.open_archive()  # no port: packets are fed to it directly
-    yield ground
-    ground.archive.close()
 
 
 def hk_at(onboard: float) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,6 @@ from flight.link.framing import frame
 from flight.link.keys import write_new_key_file
 from flight.link.onboard_time import CucTime
 from ground.archive import GroundArchive
-from ground.client import GroundClient
 
 D = load_dictionary()
 CODEC = PacketCodec(D)
@@ -24,16 +22,6 @@ REPO = Path(__file__).resolve().parents[2]
 EVENT, HK = D.enum_value("REC_KIND", "EVENT"), D.enum_value("REC_KIND", "HK")
 FIRED = {"event_id": D.event_by_name["FDIR_FIRED"].id,
          "args": ["COMMAND_LOSS", "LINK_SILENCE_S", 90000.0, "LINK_RESET", 120, "", 1]}
-
-
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[GroundClient]:
-    keys = tmp_path / "keys.json"
-    write_new_key_file(keys)
-    ground = GroundClient("loop://", keys=keys, archive=tmp_path / "ground.sqlite")
-    ground.open_archive()  # no port: packets are fed to it directly
-    yield ground
-    ground.archive.close()
 
 
 def playback_frame(seq_count: int, records: list[list]) -> bytes:

@@ -1,9 +1,13 @@
 """Small helpers for two-ended tests."""
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable
 
+from flight.link.codec import PacketCodec, TmPacket
+from flight.link.dictionary import load_dictionary
+from flight.link.framing import Deframer
 from flight.link.spacepacket import append_crc
 from ground.client import CommandResponse, GroundClient
 
@@ -48,3 +52,17 @@ def response_to(ground: GroundClient, arsn: int | None, since: int, status: str 
 
 def hk_value(ground: GroundClient, channel: str, predicate: Callable[[Any], bool], timeout: float = 10.0) -> Any:
     return ground.await_telemetry(channel, predicate, timeout=timeout, since=ground.history_index()).value
+
+
+class DecodingPort:
+    """A serial port stand-in for the downlink writer: what it is given, deframed and decoded."""
+
+    def __init__(self) -> None:
+        self._codec = PacketCodec(load_dictionary())
+        self.deframer = Deframer(self._codec.dictionary.max_packet_octets)
+        self.packets: list[TmPacket] = []
+        self.lock = threading.Lock()
+
+    def write(self, data: bytes) -> None:
+        with self.lock:
+            self.packets += [self._codec.decode_tm(p) for p in self.deframer.feed(data)]

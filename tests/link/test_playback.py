@@ -4,7 +4,6 @@ traffic, behind results but never starved by them), the REC_PLAYBACK decoder und
 and, two-ended over ptys, an event of an outage played back at the next contact."""
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -17,7 +16,6 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from flight.link.codec import LinkError, PacketCodec
 from flight.link.dictionary import load_dictionary
 from flight.link.event_reporter import EventReporter
-from flight.link.framing import Deframer
 from flight.link.keys import KeyRing
 from flight.link.onboard_time import CucTime
 from flight.link.playback import MAX_REQUESTS, PLAYBACK_EVERY, Playback, PlaybackBusy
@@ -33,7 +31,7 @@ from flight.store.recorder import Recorder
 from flight.store.result_store import ResultStore
 from ground.client import CommandError
 from tests.link.conftest import FAST, open_ground
-from tests.link.helpers import wait_until
+from tests.link.helpers import DecodingPort as Port, wait_until
 from tests.link.samples import samples
 
 D = load_dictionary()
@@ -164,17 +162,6 @@ def test_shared_bulk_gives_the_second_source_one_packet_in_every_while_both_wait
     alone = SharedBulk(Idle(0.3), Endless("REC_PLAYBACK"), PLAYBACK_EVERY)  # no result due: the whole idle line
     assert [alone.poll(0.0)[0][0] for _ in range(5)] == ["REC_PLAYBACK"] * 5
     assert SharedBulk(Idle(0.3), Idle(None), PLAYBACK_EVERY).poll(0.0) == (None, 0.3)
-
-
-class Port:
-    def __init__(self):
-        self.deframer = Deframer(D.max_packet_octets)
-        self.packets = []
-        self.lock = threading.Lock()
-
-    def write(self, data: bytes) -> None:
-        with self.lock:
-            self.packets += [CODEC.decode_tm(p) for p in self.deframer.feed(data)]
 
 
 def test_live_packets_go_first_then_results_with_playback_taking_its_share(harness):

@@ -1,28 +1,15 @@
 """The downlink writer's order and budget: rejection reports after everything else, within their
 budget, and a report that is never written leaves no gap in its APID's sequence count."""
-import threading
 
 from flight.link.codec import PacketCodec
 from flight.link.dictionary import load_dictionary
-from flight.link.framing import Deframer
 from flight.link.telemetry import Telemetry
 from flight.link.tm_writer import TmWriter
 from flight.link.token_bucket import TokenBucket
-from tests.link.helpers import wait_until
+from tests.link.helpers import DecodingPort as Port, wait_until
 
 D = load_dictionary()
 CODEC = PacketCodec(D)
-
-
-class Port:
-    def __init__(self):
-        self.deframer = Deframer(D.max_packet_octets)
-        self.packets = []
-        self.lock = threading.Lock()
-
-    def write(self, data: bytes) -> None:
-        with self.lock:
-            self.packets += [CODEC.decode_tm(p) for p in self.deframer.feed(data)]
 
 
 class NoBulk:
