@@ -239,3 +239,29 @@ def test_flash_corrupt_takes_the_engine_out_of_service_without_a_restart_loop(mo
         assert sup.state == "failed"
     finally:
         sup.stop()
+
+
+@pytest.mark.full
+def test_at_the_default_period_a_flip_in_the_real_model_is_found_and_repaired_within_it(real_model_path):
+    """The issue's target at the shipped setting: 60 s, the real model (1 501 blocks of 64 KiB)."""
+    from flight.config import SCHEMA
+    from flight.engine.manifest import load_manifest
+
+    period = SCHEMA["engine"]["scrub_period_s"][0]
+    manifest = load_manifest(manifest_path(real_model_path))
+    with Engine.load(real_model_path, threads=1, n_ctx=256) as engine:
+        before = engine.generate(PROMPT, max_tokens=16).tokens
+        scrubber, reports = _scrubber(engine, manifest, period)
+        scrubber.start()
+        try:
+            t0 = time.monotonic()
+            flipped = scrubber.inject(None, None)
+            upset = reports.wait("upset", period)
+            scrubber.repair()
+            reports.wait("repaired", 5.0)
+            took = time.monotonic() - t0
+        finally:
+            scrubber.stop()
+        assert upset["block"] == flipped["block"] and took < period
+        engine.forget()
+        assert engine.generate(PROMPT, max_tokens=16).tokens == before

@@ -12,6 +12,8 @@ from flight.orbit.tle import to_unix
 from tests.orbit.meeus import meeus_sun, meeus_sun_vector_km
 
 # Meeus, Astronomical Algorithms, 2nd ed., examples 25.a and 25.b: 1992 October 13.0 TD
+# (cross-checked against PyMeeus's documented reproduction of them: true longitude 199°54'36",
+# R 0.99766, apparent α 13h13m31.4s, δ -7°47'06"; VSOP87 R 0.99760852 in its truncated series)
 # (JDE 2448908.5). TT - UTC was 58.184 s then (TAI - UTC = 26 s), so UTC is 23:59:01.816 the 12th.
 JDE_25A = 2448908.5
 UTC_25A = datetime(1992, 10, 12, 23, 59, 1, 816000, tzinfo=timezone.utc)
