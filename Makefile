@@ -34,9 +34,9 @@ $(BUILT): $(DEPS) setup.py pyproject.toml $(wildcard csrc/*.c csrc/*.h flight/en
 setup: $(DEPS)
 build: $(BUILT)
 
-# flight run and the ground over hil link: three jobs, one preempted, one streamed, J and $ per token
+# the nominal HIL scenario: two orbits at K = 100, report in hil-out/nominal/report.html
 demo: build
-	$(PY) scripts/demo.py
+	$(VENV)/bin/hil run scenarios/nominal.toml --out hil-out/nominal
 
 test: build
 	$(PY) -m pytest -q
@@ -54,7 +54,7 @@ debian-test-packages:
 	fi
 
 bench: build
-	$(PY) -m pytest -q tests/bench --benchmark-enable --benchmark-only --benchmark-columns=min,mean,median,ops,rounds
+	$(PY) -m pytest -q tests/bench --full --benchmark-enable --benchmark-only --benchmark-columns=min,mean,median,ops,rounds
 	$(PY) scripts/bench_vs_llamacpp.py
 	$(PY) scripts/bench_node.py
 

@@ -341,6 +341,13 @@ class GroundClient:
         with self._cond:
             return self._next_index
 
+    def received_since(self, index: int) -> tuple[list[Received], int]:
+        """The packets received from history index on that the history still holds, in order, and
+        the index to continue from (a recorder of everything, such as the HIL rig's, polls this)."""
+        with self._cond:
+            oldest = self._next_index - len(self._history)
+            return list(self._history)[max(index, oldest) - oldest:], self._next_index
+
     def clear_histories(self) -> None:
         """Make later await_* calls without `since` ignore everything received so far."""
         with self._cond:

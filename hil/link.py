@@ -25,8 +25,19 @@ fills and its writes block. On the receiving side a device is waited for: it is 
 draining at its own baud. A pty is not: a process that does not read loses what its pty cannot hold
 (bytes_dropped), as at a UART nobody services, and the sender is not stalled by it.
 
-Each direction is a Direction object, the place for its later impairments (bit errors, contact
-windows, latency, outages). Hooks for in-process tests:
+Each direction is a Direction object; its Radio (hil/radio.py) is the radio's part: the contact
+gate, latency, bit errors, burst errors and dropouts, each off unless configured
+(LinkRelay(impairments=Impairments(...)), relay.set_contact(up)). Impairments act on the paced line,
+after the tamper hook and the extra sources, so an attacker's frames meet the same radio.
+
+Rate multiplier. LinkRelay(accel=K) runs the line at K x baud/10 bytes per second, so that a pass
+of simulated time (1/K of it in wall time) carries the flight's byte count, and the radio's times
+(latency, dropouts, bursts) are simulated seconds, K times shorter in wall time. The line rate is
+capped at MAX_LINE_RATE (MAX_BAUD/10, about what a pty and the relay's threads carry on a 2-core
+bench machine); past it a pass carries fewer bytes than in flight, and Direction.rate says so.
+The queue bounds stay in bytes, as a UART's FIFO does.
+
+Hooks for in-process tests:
 
 - tamper (LinkRelay(uplink_tamper=..., downlink_tamper=...)): called with each whole frame the
   sending side transmits, its 0x00 delimiter included; returns the frames to send instead ([] drops
@@ -50,7 +61,8 @@ windows, latency, outages). Hooks for in-process tests:
   relay.uplink.inject(frames) sends a few frames once, the same way.
 
 - counters: relay.uplink.bytes_passed and relay.downlink.bytes_passed (bytes delivered), and
-  bytes_dropped (bytes a pty receiver had no room for).
+  bytes_dropped (bytes a pty receiver had no room for); relay.counters() has them with the radio's
+  (hil/radio.py COUNTERS) for both directions.
 """
 from __future__ import annotations
 
@@ -66,6 +78,7 @@ from collections.abc import Callable
 import serial
 
 from flight.link.cli_support import MAX_BAUD
+from hil.radio import Impairments, Radio
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +88,8 @@ TICK_S = 0.002  # shortest sleep of the pacer: writes carry at least this much l
 MAX_BURST_S = 0.005  # after the line stood idle, at most this much line time goes out at once
 MAX_CATCHUP_S = 0.05  # while busy, the pacer makes up for waking this much late, no more
 DELIMITER = b"\x00"
+MAX_LINE_RATE = MAX_BAUD / 10  # bytes per second: the fastest line the relay paces, whatever accel asks
+MAX_ACCEL = 1e6  # a simulated year in about half a minute: larger is a typing error
 
 Tamper = Callable[[bytes], list[bytes]]
 
@@ -230,15 +245,21 @@ class FrameSource:
 
 class Direction:
     """One way of the link: reads its sending side into a queue, merges extra sources' frames at
-    frame boundaries and paces the result onto its receiving side."""
+    frame boundaries, paces the result through its radio and delivers it to its receiving side."""
 
     def __init__(self, name: str, source: _Endpoint, target: _Endpoint, rate: float, tamper: Tamper | None,
-                 halted: threading.Event):
+                 halted: threading.Event, radio: Radio, accel: float, epoch: float):
         self.name = name
-        self.rate = rate  # bytes per second
+        self.rate = rate  # bytes per second, wall time
         self.tamper = tamper
+        self.radio = radio
         self.bytes_passed = 0
         self.bytes_dropped = 0
+        # Simulated time of a line slot: wall seconds since epoch times accel (see the module docstring).
+        self._accel = accel
+        self._epoch = epoch
+        self._latency = radio.impairments.latency_s / accel  # wall seconds
+        self._delayed: deque[tuple[float, bytes]] = deque()  # (wall time due, bytes) in line order
         self._source = source
         self._target = target
         self._halted = halted
@@ -339,29 +360,65 @@ class Direction:
                     if self._halted.wait(max(TICK_S, line_free + 1 / self.rate - now)):
                         return
                     continue
-                delivered = self._target.write(unit[sent:sent + due])
+                slot = (line_free - self._epoch) * self._accel
+                received = self.radio.apply(unit[sent:sent + due], slot, self._accel / self.rate)
                 line_free += due / self.rate
                 sent += due
+                if not self._latency:
+                    self._deliver(received)
                 with self._cond:
-                    self.bytes_passed += delivered
-                    self.bytes_dropped += due - delivered
+                    if self._latency:
+                        self._delayed.append((line_free + self._latency, received))
                     before, queue.queued = queue.queued, queue.queued - due
-                    if before > LOW_WATER >= queue.queued:
-                        self._cond.notify_all()  # room again for a sender held back
+                    if before > LOW_WATER >= queue.queued or self._latency:
+                        self._cond.notify_all()  # room again for a sender held back, or bytes to delay
+
+    def delay(self) -> None:
+        """With latency: deliver what the line has sent, each chunk once its latency is over, until halted."""
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._halted.is_set() or self._delayed)
+                if self._halted.is_set():
+                    return
+                due = self._delayed[0][0]
+            wait = due - time.monotonic()
+            if wait > 0 and self._halted.wait(wait):
+                return
+            with self._cond:  # the transmit thread only appends: the head is still the one waited for
+                now = time.monotonic()
+                ready = []
+                while self._delayed and self._delayed[0][0] <= now:
+                    ready.append(self._delayed.popleft()[1])
+            self._deliver(b"".join(ready))  # one write for all that is due: fewer wake-ups of the receiver
+
+    def _deliver(self, data: bytes) -> None:
+        delivered = self._target.write(data)
+        self.bytes_passed += delivered  # only this direction's delivering thread writes the counters
+        self.bytes_dropped += len(data) - delivered
+
+    def counters(self) -> dict[str, int]:
+        return {"bytes_passed": self.bytes_passed, "bytes_dropped": self.bytes_dropped, **self.radio.counters()}
 
 
 class LinkRelay:
-    """Joins the flight and ground lines, pacing each direction at baud/10 bytes per second.
+    """Joins the flight and ground lines, pacing each direction at baud/10 x accel bytes per second
+    (at most MAX_LINE_RATE) through the radio's impairments (none by default).
 
     flight_port / ground_port: a serial device path, or None to open a pty pair for that side (its
-    path is then flight_path / ground_path). Threads start at once; close() (or leaving the with
-    block) stops and joins them. A failing device or hook halts the relay: error then says why."""
+    path is then flight_path / ground_path). A device's UART runs at baud whatever accel says, so
+    accel is for ptys. Threads start at once; close() (or leaving the with block) stops and joins
+    them. A failing device or hook halts the relay: error then says why."""
 
     def __init__(self, flight_port: str | None = None, ground_port: str | None = None, *, baud: int = 115200,
-                 uplink_tamper: Tamper | None = None, downlink_tamper: Tamper | None = None):
+                 uplink_tamper: Tamper | None = None, downlink_tamper: Tamper | None = None,
+                 impairments: Impairments | None = None, accel: float = 1.0):
         if not 1 <= baud <= MAX_BAUD:
             raise ValueError(f"baud must be from 1 to {MAX_BAUD}, got {baud}")
+        if not 0 < accel <= MAX_ACCEL:  # also refuses NaN
+            raise ValueError(f"accel must be above 0 and at most {MAX_ACCEL:g}, got {accel!r}")
         self.baud = baud
+        self.accel = accel
+        impairments = impairments or Impairments()
         self.error: str | None = None
         self.halted = threading.Event()
         self._stop_r, self._stop_w = os.pipe()
@@ -372,14 +429,29 @@ class LinkRelay:
             self._release()
             raise
         self.flight_path, self.ground_path = flight.path, ground.path
-        self.uplink = Direction("uplink", ground, flight, baud / 10, uplink_tamper, self.halted)
-        self.downlink = Direction("downlink", flight, ground, baud / 10, downlink_tamper, self.halted)
+        rate = min(baud / 10 * accel, MAX_LINE_RATE)
+        epoch = time.monotonic()  # simulated time 0 of the radio's schedules
+        self.uplink, self.downlink = (
+            Direction(name, source, target, rate, tamper, self.halted, Radio(impairments, name), accel, epoch)
+            for name, source, target, tamper in (("uplink", ground, flight, uplink_tamper),
+                                                 ("downlink", flight, ground, downlink_tamper)))
+        steps = [(d, step) for d in (self.uplink, self.downlink) for step in (d.receive, d.transmit)]
+        if impairments.latency_s:
+            steps += [(d, d.delay) for d in (self.uplink, self.downlink)]
         self._threads = [
             threading.Thread(target=self._guard, args=(step,), name=f"hil {d.name} {step.__name__}", daemon=True)
-            for d in (self.uplink, self.downlink) for step in (d.receive, d.transmit)
+            for d, step in steps
         ]
         for thread in self._threads:
             thread.start()
+
+    def set_contact(self, up: bool) -> None:
+        """The radio in or out of contact, both ways; out of contact bytes are lost, not queued."""
+        self.uplink.radio.contact = self.downlink.radio.contact = up
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Per direction: bytes_passed, bytes_dropped and the radio's counters (hil/radio.py)."""
+        return {d.name: d.counters() for d in (self.uplink, self.downlink)}
 
     def _open(self, port: str | None) -> _Endpoint:
         endpoint = _Endpoint.pty(self._stop_r) if port is None else _Endpoint.device(port, self.baud, self._stop_r)

@@ -80,6 +80,7 @@ from flight.link.service import CommandOrigin  # noqa: E402
 from flight.node import Node  # noqa: E402
 from ground.client import GroundClient  # noqa: E402
 from hil.link import LinkRelay  # noqa: E402
+from hil.radio import Impairments  # noqa: E402
 
 console = Console(stderr=True, highlight=False)
 BIN = Path(sys.executable).parent
@@ -334,9 +335,9 @@ class Mark:
 
 
 class FlightRun:
-    def __init__(self, work: Path, keys: Path, config: Path, threads: int):
-        self.apids = ApidOctets()
-        self.relay = LinkRelay(baud=BAUD, downlink_tamper=self.apids)
+    def __init__(self, work: Path, keys: Path, config: Path, threads: int, impairments: Impairments | None = None):
+        self.apids = ApidOctets()  # sees each frame before the radio's bit errors (hil/link.py)
+        self.relay = LinkRelay(baud=BAUD, downlink_tamper=self.apids, impairments=impairments)
         data = work / "flight-data"
         data.mkdir()
         self.log_path = work / "flight.log"

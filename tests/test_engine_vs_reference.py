@@ -39,7 +39,7 @@ import numpy as np
 import pytest
 
 from tests.reference import cached_reference, find_real_model, load_reference
-from tests.synth_gguf import write_llama_gguf
+from hil.synth_gguf import write_llama_gguf
 
 try:
     from flight.engine import Engine, EngineError

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from flight.engine import Engine, EngineError
-from tests.synth_gguf import write_llama_gguf
+from hil.synth_gguf import write_llama_gguf
 
 # "Satellites in low Earth orbit" as the real model's tokenizer splits it
 PROMPT_IDS = [23876, 43757, 281, 1642, 2591, 8591]

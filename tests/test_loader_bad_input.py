@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.synth_gguf import gguf_layout, write_llama_gguf
+from hil.synth_gguf import gguf_layout, write_llama_gguf
 
 ROOT = Path(__file__).resolve().parent.parent
 try:
@@ -511,7 +511,7 @@ def test_bad_hyperparameters(worker, files, kv, keywords):
 
 
 def test_token_list_shorter_than_vocab(worker, files):
-    from tests.synth_gguf import build_vocab
+    from hil.synth_gguf import build_vocab
 
     tokens, types, _, _ = build_vocab(300)
     p = variant(files, "short_tokens", extra_kv={"tokenizer.ggml.tokens": tokens[:299],
@@ -529,7 +529,7 @@ def test_token_list_shorter_than_vocab(worker, files):
 ], ids=lambda kv: ",".join(kv))
 def test_bad_tokenizer_metadata(worker, files, kv):
     if "tokenizer.ggml.tokens" in kv:  # keep the tokens list, minus "Ġt"
-        from tests.synth_gguf import build_vocab
+        from hil.synth_gguf import build_vocab
 
         tokens = build_vocab(300)[0]
         tokens[tokens.index("Ġt")] = "Ġt-corrupted"

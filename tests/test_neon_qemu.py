@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.synth_gguf import write_llama_gguf
+from hil.synth_gguf import write_llama_gguf
 
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"

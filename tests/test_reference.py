@@ -21,7 +21,7 @@ from tests.reference import (  # noqa: E402
     quantize_q8_roundtrip,
     rope,
 )
-from tests.synth_gguf import bytes_to_unicode, gguf_layout, write_llama_gguf  # noqa: E402
+from hil.synth_gguf import bytes_to_unicode, gguf_layout, write_llama_gguf  # noqa: E402
 
 QT = gguf.GGMLQuantizationType
 

@@ -23,7 +23,7 @@ from flight.engine import Engine, EngineError
 from flight.engine.manifest import Manifest, make_manifest, manifest_path
 from flight.engine.scrubber import SCAN_SHARE, Scrubber
 from flight.executive.engine_supervisor import EngineSupervisor
-from tests.synth_gguf import write_llama_gguf
+from hil.synth_gguf import write_llama_gguf
 
 BLOCK = 4096  # small blocks, so a ~430 kB synthetic model has ~100 of them
 N_CTX = 128

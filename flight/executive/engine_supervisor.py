@@ -300,6 +300,7 @@ class EngineSupervisor:
         self.loaded: dict[str, Any] | None = None  # the last child's `loaded` facts
 
         self._lock = threading.Lock()
+        self._revive_lock = threading.Lock()
         self._jobs: dict[int, EngineJob] = {}  # in flight, in submission order
         self._requests: dict[int, _Request] = {}  # waiting for a reply
         self._rate: float | None = None
@@ -322,6 +323,8 @@ class EngineSupervisor:
         threads, simd, vocab, eos_ids, resident_bytes, pid). EngineError on a load failure."""
         if self._thread is not None:
             raise EngineError("the engine supervisor is already started")
+        if self._closing:  # stop() came while a revive was on its way: it must not start a child
+            raise EngineError("the engine supervisor is stopping")
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         try:
@@ -426,6 +429,8 @@ class EngineSupervisor:
             raise EngineError(f"{t} cannot be called from the supervisor's own thread")
         with self._lock:
             self._check_running()
+            if self.fault is not None and not self._restart_requested:  # down until FDIR or a command
+                raise EngineError(f"the engine process {self.fault} and waits for ENGINE_RESTART")
             req = _Request(self._next_req, t, fields)
             self._next_req += 1
             self._requests[req.req] = req
@@ -448,14 +453,15 @@ class EngineSupervisor:
         afresh: EngineError if the model still does not load."""
         if cause is not None and cause not in RESTART_CAUSES:
             raise ValueError(f"restart cause {cause!r}: one of {', '.join(RESTART_CAUSES)}")
-        with self._lock:
-            failed = self.failed is not None and not self._closing
-            self._restart_requested = not failed
-            self._restart_cause = cause
-        if failed:
-            self._revive(cause or "command")
-        else:
-            self._wake()
+        with self._revive_lock:  # one revive at a time: FDIR's (on a thread) and a command's
+            with self._lock:
+                failed = self.failed is not None and not self._closing
+                self._restart_requested = not failed
+                self._restart_cause = cause
+            if failed:
+                self._revive(cause or "command")
+            else:
+                self._wake()
 
     def _revive(self, cause: str) -> None:
         """Start again after giving up: the old thread has ended (or is ending) by itself."""

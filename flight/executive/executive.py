@@ -171,6 +171,7 @@ class Executive:
         self._commanded_standby = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._reviving: threading.Thread | None = None  # FDIR's restart of a failed engine
         self._last_tick = time.monotonic()
         self._engine_restarts_seen = 0
         self._engine_failed_reported = False
@@ -518,13 +519,32 @@ class Executive:
                     self._fdir_caps.add(firing.rule)
                 self._cap_level(max(0, (self._level if self._level >= 0 else len(self.config.levels) - 1) - 1))
             elif firing.action == "ENGINE_RESTART":
-                self._engine.restart(_RESTART_CAUSE_BY_CHANNEL.get(rule.channel))
+                cause = _RESTART_CAUSE_BY_CHANNEL.get(rule.channel)
+                if self._engine.state == "failed":  # a whole model load: not on the loop's time
+                    self._revive_engine(firing.rule, cause)
+                else:
+                    self._engine.restart(cause)
             elif firing.action == "LINK_RESET" and self._link_reset is not None:
                 self._link_reset()
             elif firing.action == "SCRUB_REPAIR":
                 self._engine.repair()
         except Exception as exc:  # a refused mode change, an engine that still does not load
             log.warning("FDIR %s: %s failed: %s", firing.rule, firing.action, exc)
+
+    def _revive_engine(self, rule: str, cause: str | None) -> None:
+        """Restart a failed engine on a thread of its own: loading the model takes seconds (a
+        minute at worst), through which the loop must keep ticking (sensors, FDIR, watchdog)."""
+        if self._reviving is not None and self._reviving.is_alive():
+            return
+
+        def revive() -> None:
+            try:
+                self._engine.restart(cause)
+            except Exception as exc:  # EngineError: it still does not load; ENGINE_FAILED says so
+                log.warning("FDIR %s: ENGINE_RESTART failed: %s", rule, exc)
+
+        self._reviving = threading.Thread(target=revive, name="engine-revive", daemon=True)
+        self._reviving.start()
 
     def _auto_mode(self, reading: SensorReading) -> None:
         """auto_inference: STANDBY -> INFERENCE once energy allows, unless STANDBY was commanded

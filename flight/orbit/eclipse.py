@@ -83,7 +83,7 @@ def _margin_fns(sat: Satellite) -> tuple[Callable[[float], float], Callable[[flo
     return pen, umb
 
 
-def _bisect(f: Callable[[float], float], lo: float, hi: float, f_lo: float, tol: float) -> float:
+def bisect_sign_change(f: Callable[[float], float], lo: float, hi: float, f_lo: float, tol: float) -> float:
     """The sign change of f in [lo, hi] (f(lo) has sign of f_lo), to within tol."""
     neg_lo = f_lo < 0
     while hi - lo > tol:
@@ -121,7 +121,7 @@ def _crossings(f: Callable[[float], float], t: np.ndarray, v: np.ndarray, tol: f
     out: list[tuple[float, int]] = []
     neg = v < 0
     for i in np.nonzero(neg[1:] != neg[:-1])[0]:
-        tc = _bisect(f, float(t[i]), float(t[i + 1]), float(v[i]), tol)
+        tc = bisect_sign_change(f, float(t[i]), float(t[i + 1]), float(v[i]), tol)
         out.append((tc, -1 if not neg[i] else +1))
     # grazing: a positive local minimum whose neighbours do not rule out a dip below zero
     for i in range(1, len(v) - 1):
@@ -131,8 +131,8 @@ def _crossings(f: Callable[[float], float], t: np.ndarray, v: np.ndarray, tol: f
             continue  # too far above zero for the curvature between samples to reach it
         tm, fm = _golden_min(f, float(t[i - 1]), float(t[i + 1]), tol)
         if fm < 0:
-            out.append((_bisect(f, float(t[i - 1]), tm, float(v[i - 1]), tol), -1))
-            out.append((_bisect(f, tm, float(t[i + 1]), fm, tol), +1))
+            out.append((bisect_sign_change(f, float(t[i - 1]), tm, float(v[i - 1]), tol), -1))
+            out.append((bisect_sign_change(f, tm, float(t[i + 1]), fm, tol), +1))
     return sorted(out)
 
 

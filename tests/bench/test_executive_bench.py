@@ -5,7 +5,7 @@ the jobs, ended jobs are taken, the engine is watched, the mode is checked, the 
 (in INFERENCE), the decision is applied, streams are flushed and the housekeeping values are
 computed. Its parts are the real ones: a JobStore on a temporary SQLite file (the 1000 jobs are
 stored with add_job and handed over with Executive.submit, as JOB_SUBMIT does), the
-EngineSupervisor and its child on a small synthetic model (tests/synth_gguf.py), SimSensors,
+EngineSupervisor and its child on a small synthetic model (hil/synth_gguf.py), SimSensors,
 the ModeMachine and the lifetime counters on the same database and the Accountant. Only the link is a stub that takes
 results, streams and events and drops them. The loop thread is not started: the benchmark calls
 tick() itself, back to back.
@@ -48,7 +48,7 @@ from flight.store.counter_store import PersistedCounters
 from flight.store.job_store import Job, JobStore
 from flight.store.mode_store import PersistedMode
 from flight.store.onboard_db import OnboardDb
-from tests.synth_gguf import write_llama_gguf
+from hil.synth_gguf import write_llama_gguf
 
 D = load_dictionary()
 N_JOBS = 1000

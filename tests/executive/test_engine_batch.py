@@ -21,7 +21,7 @@ import pytest
 from flight.engine import Engine, EngineError
 from flight.executive.engine_supervisor import EngineJob, EngineSupervisor, TokenEvent
 from tests.executive.test_engine_supervisor import supervisor_threads, zombies
-from tests.synth_gguf import write_llama_gguf
+from hil.synth_gguf import write_llama_gguf
 
 N_CTX = 128
 # (prompt ids, max tokens, sampling): greedy and seeded sampled, of different lengths, so the

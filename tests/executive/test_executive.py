@@ -42,7 +42,7 @@ from flight.store.job_store import JobStore
 from flight.store.mode_store import PersistedMode
 from flight.store.onboard_db import OnboardDb
 from flight.store.result_store import ResultStore
-from tests.synth_gguf import write_llama_gguf
+from hil.synth_gguf import write_llama_gguf
 
 D = load_dictionary()
 ORIGIN = CommandOrigin(spi=1, arsn=1)
@@ -385,6 +385,36 @@ def test_a_failed_engine_keeps_jobs_queued_and_engine_restart_revives_it(rig_fac
     own.write_bytes(good)
     rig.command("ENGINE_RESTART")
     assert rig.result(job)["token_ids"] == reference("survives the engine", 64, temperature=0.7, seed=3)
+
+
+def test_fdir_revives_a_failed_engine_off_the_loop_which_keeps_ticking(rig_factory, model, tmp_path):
+    import shutil
+
+    from flight.engine import EngineError
+
+    own = tmp_path / "own.gguf"
+    shutil.copy(model, own)
+    rig = rig_factory(model_path=own).start()
+    own.write_bytes(b"GGUF broken")  # every load fails from now on
+    spawn = rig.engine._spawn
+    reviving = threading.Event()
+
+    def slow_failing_load():  # FDIR's revive: a load that takes its time, then fails
+        if threading.current_thread().name != "engine-revive":  # the restarts before it gave up
+            return spawn()
+        reviving.set()
+        time.sleep(1.5)
+        raise EngineError("model refused (test)")
+
+    rig.engine._spawn = slow_failing_load
+    os.kill(rig.engine.pid, signal.SIGKILL)
+    rig.wait(lambda: reviving.is_set(), what="FDIR's ENGINE_FAILED revive under way")
+    t0 = time.monotonic()
+    time.sleep(1.0)  # within the revive's 1.5 s load
+    ticks = sum(1 for started, _ in list(rig.executive._lateness) if started >= t0)
+    assert ticks >= 10, ticks  # 20 Hz: the loop did not wait for the load
+    assert [f["rule"] for f in rig.link.named("FDIR_FIRED")].count("ENGINE_FAILED") == 1
+    rig.wait(lambda: rig.engine.state == "failed" and not rig.executive._reviving.is_alive(), what="revive ended")
 
 
 def test_lifetime_counters_survive_a_restart(rig_factory):

@@ -84,3 +84,14 @@ def test_submit_job_checks_before_it_records_or_sends(client):
         client.submit_job("x" * 1801, 4)
     assert client.archive.query("SELECT count(*) FROM jobs") == [(0,)]
     assert client.archive.query("SELECT count(*) FROM counters WHERE name = 'job_id'") == [(0,)]  # no id used up
+
+
+def test_received_since_gives_each_packet_once_in_order(client):
+    for t in (1_000_000.0, 1_000_001.0):
+        client._on_bytes(hk_at(t))
+    first, index = client.received_since(0)
+    assert [item.packet.time.to_unix() for item in first] == [1_000_000.0, 1_000_001.0] and index == 2
+    client._on_bytes(hk_at(1_000_002.0))
+    more, index = client.received_since(index)
+    assert [item.packet.time.to_unix() for item in more] == [1_000_002.0] and index == 3
+    assert client.received_since(index) == ([], 3)

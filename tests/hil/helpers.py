@@ -43,11 +43,13 @@ class Sender(threading.Thread):
 
 
 class Receiver(threading.Thread):
-    """Reads as fast as it can until it has `expected` bytes (or the stream stops), timing arrivals."""
+    """Reads as fast as it can until it has `expected` bytes (or the stream stops: quiet_s without a
+    byte), timing arrivals."""
 
-    def __init__(self, fd: int, expected: int | None = None, until: threading.Event | None = None):
+    def __init__(self, fd: int, expected: int | None = None, until: threading.Event | None = None,
+                 quiet_s: float = QUIET_S):
         super().__init__(daemon=True)
-        self.fd, self.expected, self.until = fd, expected, until
+        self.fd, self.expected, self.until, self.quiet_s = fd, expected, until, quiet_s
         self.data = bytearray()
         self.arrivals: list[tuple[float, int]] = []  # (time read, bytes received by then)
         self.first_at = self.last_at = 0.0
@@ -57,7 +59,7 @@ class Receiver(threading.Thread):
         while self.expected is None or len(self.data) < self.expected:
             if self.until is not None and self.until.is_set():
                 return
-            if not select.select([self.fd], [], [], QUIET_S)[0]:
+            if not select.select([self.fd], [], [], self.quiet_s)[0]:
                 return
             chunk = os.read(self.fd, 65536)
             self.last_at = time.monotonic()

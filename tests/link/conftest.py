@@ -101,7 +101,7 @@ tokens_per_s = 5000.0
 @pytest.fixture(scope="session")
 def synth_node_model(tmp_path_factory) -> Path:
     from flight.engine.manifest import make_manifest
-    from tests.synth_gguf import write_llama_gguf
+    from hil.synth_gguf import write_llama_gguf
 
     model = write_llama_gguf(tmp_path_factory.mktemp("node-model") / "synth.gguf", n_ctx=SYNTH_N_CTX)
     make_manifest(model)  # as installing a model does: flight run refuses a model without one

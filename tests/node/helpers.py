@@ -31,10 +31,10 @@ def new_keys(directory: Path) -> Path:
 
 
 class HilLink:
-    """`hil link --pty`: the paced radio line between the two sides."""
+    """`hil link --pty`: the paced radio line between the two sides; extra: more options (the radio's)."""
 
-    def __init__(self, baud: int = 115200):
-        self.proc = subprocess.Popen([str(BIN / "hil"), "link", "--pty", "--baud", str(baud)], cwd=REPO,
+    def __init__(self, baud: int = 115200, *extra: str):
+        self.proc = subprocess.Popen([str(BIN / "hil"), "link", "--pty", "--baud", str(baud), *extra], cwd=REPO,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         paths = {}
         while len(paths) < 2:

@@ -19,7 +19,7 @@ import pytest
 from flight.executive.fdir import DEFAULT_RULES
 from flight.link.dictionary import load_dictionary
 from flight.link.job_result import decode_result
-from ground.client import GroundClient
+from ground.client import CommandError, GroundClient
 from tests.node.helpers import FlightRun, HilLink, flight_generate, new_keys, write_config
 
 PROMPT = "The three most useful things a satellite in low Earth orbit can do are"
@@ -75,6 +75,9 @@ def test_a_dead_or_hung_engine_is_restarted_by_its_rule_and_the_job_resumes(link
             assert client.await_telemetry("ENGINE_FAULT", since=down, timeout=5).value == died
             assert client.await_telemetry("ENGINE_PID", since=down, timeout=5).value == 0
             assert client.archive.result(job) is None
+            with pytest.raises(CommandError) as refused:  # at once, not after a tokenize timeout
+                client.submit_job(PROMPT, 8, timeout=5.0)
+            assert refused.value.response.reason == "ENGINE_UNAVAILABLE"
             mark = client.history_index()
             client.send_and_await_completion("FDIR_RULE_ENABLE", rule="ENGINE_DIED", enabled=True)
         fired = client.await_event("FDIR_FIRED", since=mark, timeout=30)

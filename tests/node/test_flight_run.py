@@ -18,7 +18,7 @@ from flight.link.job_result import decode_result
 from flight.link.keys import write_new_key_file
 from ground.client import GroundClient
 from tests.node.helpers import BIN, REPO, FlightRun, HilLink, flight_generate, ground, new_keys, write_config
-from tests.synth_gguf import write_llama_gguf
+from hil.synth_gguf import write_llama_gguf
 
 PROMPT = "The three most useful things a satellite in low Earth orbit can do are"
 

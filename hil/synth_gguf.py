@@ -1,4 +1,4 @@
-"""Write small random llama GGUF files for tests (engine vs reference, loader robustness).
+"""Write small random llama GGUF files: a synthetic model for tests and for HIL runs that need no real one.
 
     write_llama_gguf(tmp_path / "m.gguf", dim=64, weight_type="Q4_0", tied=False)
 
