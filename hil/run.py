@@ -52,7 +52,7 @@ from hil.env.environment import EnvConfig, Environment, EnvState
 from hil.env.radiation import flip_in_process
 from hil.flight_process import FlightProcess
 from hil.link import LinkRelay
-from hil.scenario import MAX_ACCEL, Command, Fault, Scenario, ScenarioError, Submit, impairments, load
+from hil.scenario import MAX_ACCEL, Command, Fault, Scenario, ScenarioError, Submit, impairments, jittered, load
 from hil.sensor_bus import RigSensorBus
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,7 @@ class Run:
                                              self.node_config.values["scheduler"]["thermal_limit_c"])
         self.scrub_period_s = float(self.node_config.values["engine"]["scrub_period_s"])
         self.rng = np.random.default_rng(seed)
+        self.fault_rng = np.random.default_rng([seed, 1])  # its own stream: the SEU draws do not move it
         # shared between the threads; each written by one thread only
         self.sim_s = 0.0
         self.engine_pid = 0
@@ -297,7 +298,7 @@ class Run:
         for item in (*self.scenario.submits, *self.scenario.commands):
             at(item.at_s, lambda item=item: operator.put(item))
         for fault in self.scenario.faults:
-            self._schedule(fault, at)
+            self._schedule(jittered(fault, self.fault_rng, self.scenario.duration_s), at)
         worker = threading.Thread(target=self._operate, args=(gc, operator), name="hil operator", daemon=True)
         worker.start()
         progress = _Progress(self.scenario.name, self.scenario.duration_s) if self.progress else None

@@ -40,7 +40,8 @@ runs K simulated seconds per wall second, `accel`). The tables:
     name = "MODE_SET"
     args = { mode = 3 }
 
-    [[faults]]                    # what goes wrong: at_s, kind, and per kind:
+    [[faults]]                    # what goes wrong: at_s, kind, jitter_s (0: the seed moves at_s by up
+                                  #   to this either way, within the run), and per kind:
     at_s = 1800
     kind = "kill9"                # kill9: SIGKILL the flight process; it restarts restart_after_s later
     restart_after_s = 30          #   (as a watchdog would); count (1) times, every_s apart
@@ -71,6 +72,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from flight.link.cli_support import MAX_BAUD
 from hil.env.environment import EnvConfig
@@ -117,6 +120,7 @@ class Fault:
     kind: str
     duration_s: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)
+    jitter_s: float = 0.0  # the run's seed moves at_s by up to this, either way (campaigns vary it)
 
 
 @dataclass(frozen=True)
@@ -305,8 +309,9 @@ def _faults(entries: Any, duration: float) -> list[Fault]:
         kind = entry.get("kind")
         if kind not in FAULT_KINDS:
             raise ScenarioError(f"{where}: kind must be one of {', '.join(FAULT_KINDS)}, got {kind!r}")
-        _only(entry, where, {"at_s", "kind"} | _FAULT_PARAMS[kind])
+        _only(entry, where, {"at_s", "kind", "jitter_s"} | _FAULT_PARAMS[kind])
         at = _number(entry, "at_s", where, required=True, low=0.0, high=duration)
+        jitter = _number(entry, "jitter_s", where, default=0.0, low=0.0, high=duration)
         length = _number(entry, "duration_s", where, default=0.0, low=0.0)
         if "duration_s" in _FAULT_PARAMS[kind] and not length > 0:
             raise ScenarioError(f"{where}: {kind} needs duration_s > 0")
@@ -315,12 +320,12 @@ def _faults(entries: Any, duration: float) -> list[Fault]:
             params["restart_after_s"] = _number(entry, "restart_after_s", where, default=0.0, low=0.0)
             count = _int(entry, "count", where, default=1, low=1)
             every = _number(entry, "every_s", where, default=0.0, low=0.0)
-            if count > 1 and not every > params["restart_after_s"]:
-                raise ScenarioError(f"{where}: every_s must exceed restart_after_s when count > 1")
+            if count > 1 and not every > params["restart_after_s"] + 2 * jitter:
+                raise ScenarioError(f"{where}: every_s must exceed restart_after_s + 2 jitter_s when count > 1")
             for k in range(count):
                 if at + k * every > duration:
                     raise ScenarioError(f"{where}: kill {k + 1} of {count} falls after duration_s")
-                out.append(Fault(at + k * every, kind, 0.0, params))
+                out.append(Fault(at + k * every, kind, 0.0, params, jitter))
             continue
         if kind == "brownout" and "level_wh" in entry:
             params["level_wh"] = _number(entry, "level_wh", where, low=0.0)
@@ -332,8 +337,16 @@ def _faults(entries: Any, duration: float) -> list[Fault]:
                 raise ScenarioError(f"{where}: mode must be silent or garbled, got {params['mode']!r}")
         if kind == "hot_case":
             params["extra_w"] = _number(entry, "extra_w", where, required=True, low=0.0, strict=True)
-        out.append(Fault(at, kind, length, params))
+        out.append(Fault(at, kind, length, params, jitter))
     return sorted(out, key=lambda f: f.at_s)
+
+
+def jittered(fault: Fault, rng: np.random.Generator, duration_s: float) -> Fault:
+    """The fault at its instant for one run: at_s moved by rng within ±jitter_s, kept in the run."""
+    if not fault.jitter_s:
+        return fault
+    shift = float(rng.uniform(-fault.jitter_s, fault.jitter_s))
+    return dataclasses.replace(fault, at_s=min(max(fault.at_s + shift, 0.0), duration_s))
 
 
 def _iso(unix: float) -> str:

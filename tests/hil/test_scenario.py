@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hil.scenario import ScenarioError, load, parse
+import numpy as np
+
+from hil.scenario import ScenarioError, jittered, load, parse
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "scenarios").glob("*.toml"))
@@ -35,6 +37,19 @@ def test_a_scenario_reads_as_documented():
     assert [(f.at_s, f.kind) for f in s.faults] == [(50, "brownout"), (100, "kill9"), (400, "kill9")]
     assert s.link["dropout"] == {"mean_interval_s": 60.0, "mean_duration_s": 2.0}
     assert s.criteria == {"deadline_hit_rate_min": 0.5}
+
+
+def test_jitter_moves_a_fault_by_the_seed_within_its_bound_and_the_run():
+    s = parse({**MINIMAL, "faults": [{"at_s": 50, "kind": "link_outage", "duration_s": 5, "jitter_s": 20},
+                                     {"at_s": 95, "kind": "seu_burst", "jitter_s": 30}]})
+    outage, burst = s.faults
+    assert outage.jitter_s == 20 and outage.at_s == 50
+    runs = [jittered(outage, np.random.default_rng(seed), s.duration_s).at_s for seed in range(50)]
+    assert all(30 <= t <= 70 for t in runs) and len(set(runs)) == 50  # every seed its own instant
+    assert runs == [jittered(outage, np.random.default_rng(seed), s.duration_s).at_s for seed in range(50)]
+    assert max(jittered(burst, np.random.default_rng(seed), 100.0).at_s for seed in range(50)) == 100.0  # kept in
+    assert jittered(parse(MINIMAL | {"faults": [{"at_s": 5, "kind": "seu_burst"}]}).faults[0],
+                    np.random.default_rng(1), 100.0).at_s == 5  # no jitter: the file's instant
 
 
 def test_overrides_shorten_a_scenario_and_drop_what_falls_after_it():
@@ -69,6 +84,9 @@ def test_overrides_shorten_a_scenario_and_drop_what_falls_after_it():
     ({**MINIMAL, "faults": [{"at_s": 1, "kind": "brownout"}]}, "needs duration_s"),
     ({**MINIMAL, "faults": [{"at_s": 1, "kind": "kill9", "count": 3, "every_s": 5, "restart_after_s": 10}]},
      "every_s must exceed"),
+    ({**MINIMAL, "faults": [{"at_s": 1, "kind": "kill9", "count": 2, "every_s": 30, "restart_after_s": 10,
+                             "jitter_s": 15}]}, "every_s must exceed restart_after_s + 2 jitter_s"),
+    ({**MINIMAL, "faults": [{"at_s": 1, "kind": "seu_burst", "jitter_s": -1}]}, "jitter_s"),
     ({**MINIMAL, "faults": [{"at_s": 1, "kind": "sensor_fail", "duration_s": 5, "mode": "on fire"}]},
      "silent or garbled"),
     ({**MINIMAL, "faults": [{"at_s": 1, "kind": "seu_burst", "duration_s": 5}]}, "unknown key"),
