@@ -95,15 +95,17 @@ def bisect_sign_change(f: Callable[[float], float], lo: float, hi: float, f_lo: 
     return 0.5 * (lo + hi)
 
 
-def _golden_min(f: Callable[[float], float], lo: float, hi: float, tol: float) -> tuple[float, float]:
-    """(t, f(t)) at the minimum of a unimodal f on [lo, hi]; stops early once f < 0."""
+def golden_min(f: Callable[[float], float], lo: float, hi: float, tol: float,
+               stop_below: float | None = None) -> tuple[float, float]:
+    """(t, f(t)) at the minimum of a unimodal f on [lo, hi], to tol; with stop_below, stops
+    early at the first t where f(t) < stop_below (all a caller asking "does f go negative" needs)."""
     x1 = hi - _GOLDEN * (hi - lo)
     x2 = lo + _GOLDEN * (hi - lo)
     f1, f2 = f(x1), f(x2)
     while hi - lo > tol:
-        if f1 < 0:
+        if stop_below is not None and f1 < stop_below:
             return x1, f1
-        if f2 < 0:
+        if stop_below is not None and f2 < stop_below:
             return x2, f2
         if f1 < f2:
             hi, x2, f2 = x2, x1, f1
@@ -129,7 +131,7 @@ def _crossings(f: Callable[[float], float], t: np.ndarray, v: np.ndarray, tol: f
             continue
         if v[i] > 2.0 * max(v[i - 1] - v[i], v[i + 1] - v[i]):
             continue  # too far above zero for the curvature between samples to reach it
-        tm, fm = _golden_min(f, float(t[i - 1]), float(t[i + 1]), tol)
+        tm, fm = golden_min(f, float(t[i - 1]), float(t[i + 1]), tol, stop_below=0.0)
         if fm < 0:
             out.append((bisect_sign_change(f, float(t[i - 1]), tm, float(v[i - 1]), tol), -1))
             out.append((bisect_sign_change(f, tm, float(t[i + 1]), fm, tol), +1))

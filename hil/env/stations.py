@@ -24,13 +24,12 @@ from typing import Callable
 import numpy as np
 
 from flight.orbit import Satellite
-from flight.orbit.eclipse import bisect_sign_change
+from flight.orbit.eclipse import bisect_sign_change, golden_min
 
 WGS84_A_KM = 6378.137
 WGS84_F = 1.0 / 298.257223563
 _E2 = WGS84_F * (2.0 - WGS84_F)
 _J2000_UNIX = 946_728_000.0  # 2000-01-01T12:00:00 UTC (JD 2451545.0)
-_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 SAMPLE_S = 10.0
 EDGE_TOL_S = 0.01
 
@@ -131,18 +130,8 @@ def elevation_deg(station: Station, r_teme: np.ndarray, unix_s: np.ndarray | flo
 
 def _golden_max(f: Callable[[float], float], lo: float, hi: float) -> tuple[float, float]:
     """(t, f(t)) at the maximum of a unimodal f on [lo, hi], to EDGE_TOL_S."""
-    x1, x2 = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
-    f1, f2 = f(x1), f(x2)
-    while hi - lo > EDGE_TOL_S:
-        if f1 > f2:
-            hi, x2, f2 = x2, x1, f1
-            x1 = hi - _GOLDEN * (hi - lo)
-            f1 = f(x1)
-        else:
-            lo, x1, f1 = x1, x2, f2
-            x2 = lo + _GOLDEN * (hi - lo)
-            f2 = f(x2)
-    return (x1, f1) if f1 > f2 else (x2, f2)
+    t, neg = golden_min(lambda x: -f(x), lo, hi, EDGE_TOL_S)
+    return t, -neg
 
 
 def contact_windows(sat: Satellite, station: Station, start_unix: float, end_unix: float) -> list[Window]:
