@@ -9,8 +9,8 @@ weights file and a uniform bit of it. The RNG is seeded, so a scenario replays e
 Delivery is as radiation does it: without the flight software's cooperation. flip_in_process
 writes the flipped octet through /proc/PID/mem into the engine process's private mapping of
 the model file (the kernel copies the page on write, so flash stays good and the scrubber can
-repair from it). Every injection is recorded, with what happened, so the report can pair it
-with the flight's detection and repair events.
+repair from it). The runner (hil/run.py) records each upset it delivers, so the report can pair
+it with the flight's detection and repair events.
 """
 from __future__ import annotations
 
@@ -33,17 +33,6 @@ class Upset:
     bit: int
 
 
-@dataclass(frozen=True)
-class Injection:
-    """An upset as delivered: wall time (time.time()), the process, and the outcome."""
-
-    upset: Upset
-    pid: int
-    wall_time: float
-    ok: bool
-    error: str | None = None
-
-
 class SeuSource:
     """Draws upsets over a weights file of `octets` octets at `rate_per_bit_day`."""
 
@@ -54,7 +43,6 @@ class SeuSource:
         self.rate_per_bit_day = 0.0
         self.set_rate(rate_per_bit_day)
         self._rng = np.random.default_rng(seed)
-        self.injections: list[Injection] = []
 
     def set_rate(self, rate_per_bit_day: float) -> None:
         """Change the rate from now on (a storm starting or ending)."""
@@ -79,16 +67,6 @@ class SeuSource:
         offsets = self._rng.integers(0, self.octets, n)
         bits = self._rng.integers(0, 8, n)
         return [Upset(float(t), int(o), int(b)) for t, o, b in zip(times, offsets, bits)]
-
-    def inject(self, upset: Upset, pid: int, model_path: str | os.PathLike[str], wall_time: float) -> Injection:
-        """Flip the upset into the process and record it; a failure is recorded, not raised."""
-        try:
-            flip_in_process(pid, model_path, upset.offset, upset.bit)
-            rec = Injection(upset, pid, wall_time, True)
-        except OSError as exc:
-            rec = Injection(upset, pid, wall_time, False, " ".join(str(exc).split()))
-        self.injections.append(rec)
-        return rec
 
 
 def _mappings(pid: int, path: Path) -> list[tuple[int, int, int]]:
